@@ -1,0 +1,1 @@
+"""Imagination rollouts, training in dreams, the online loop, and the command line."""

@@ -1,0 +1,26 @@
+"""Behaviour policies for recording: uniform random, or a saved policy with noise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.errors import InputError
+from tasks.recording import BehaviourPolicy, RandomPolicy
+from tasks.registry import Task
+
+
+def behaviour_policy(name: str, task: Task, noise: float = 0.0) -> BehaviourPolicy:
+    """The policy ``collect --policy NAME --noise SIGMA`` records with.
+
+    Args:
+        name: ``random``, or a run directory holding a saved policy.
+        task: the task whose action space the policy acts in.
+        noise: exploration noise for a saved policy: Gaussian standard deviation on
+            continuous actions (in units of half the action range), epsilon on discrete.
+    """
+    if name == "random":
+        return RandomPolicy(task.action_space)
+    path = Path(name)
+    if not path.exists():
+        raise InputError(name, "no such run directory (expected 'random' or a run with a saved policy)")
+    raise InputError(name, "holds no saved policy (no policy checkpoint in this run directory)")

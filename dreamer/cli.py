@@ -1,0 +1,85 @@
+"""The ``dreamer`` command line: one subcommand per job, each generated from its config.
+
+Every command takes ``--json`` (stdout then holds one JSON object and nothing else),
+``--config FILE.yaml`` (sets any config field), ``--seed`` and ``--out``. Bad input ends
+with one line on stderr naming the file and the problem, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from dreamer.commands import collect, traces
+from dreamer.config import add_config_arguments, config_from_args
+from tasks.errors import InputError
+
+USAGE_ERROR = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A subcommand: its words (``traces info``), config class, and what runs it."""
+
+    words: tuple[str, ...]
+    config_cls: type
+    run: Callable[[object], tuple[dict, str]]
+    help: str
+
+
+COMMANDS = (
+    Command(("collect",), collect.CollectConfig, collect.run,
+            "record real episodes with a behaviour policy into a trace file"),
+    Command(("traces", "info"), traces.InfoConfig, traces.info,
+            "episodes, steps, returns, spaces and split sizes of a trace file"),
+    Command(("traces", "import"), traces.ImportConfig, traces.import_,
+            "turn a flat .npz or a Parquet/CSV table of transitions into a trace file"),
+    Command(("traces", "export"), traces.ExportConfig, traces.export,
+            "write a trace file as a flat .npz (D4RL keys plus next_observations)"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dreamer",
+        description="Learn world models from deployment traces and train policies in their dreams.",
+    )
+    groups: dict[tuple[str, ...], argparse._SubParsersAction] = {(): parser.add_subparsers(dest="command", required=True)}
+    for command in COMMANDS:
+        for depth in range(1, len(command.words)):
+            prefix = command.words[:depth]
+            if prefix not in groups:
+                group_parser = groups[prefix[:-1]].add_parser(prefix[-1], help=f"{prefix[-1]} commands")
+                groups[prefix] = group_parser.add_subparsers(dest=f"command_{depth}", required=True)
+        sub = groups[command.words[:-1]].add_parser(command.words[-1], help=command.help, description=command.help)
+        add_config_arguments(sub, command.config_cls)
+        sub.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+        sub.add_argument("--config", metavar="FILE.yaml", help="YAML file setting any of the fields above")
+        sub.set_defaults(_command=command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command: Command = args._command
+    try:
+        config = config_from_args(command.config_cls, args, args.config)
+        summary, text = command.run(config)
+    except InputError as error:
+        print(f"dreamer: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("dreamer: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Actors, critics, behaviour policies and real-trained baselines."""

@@ -1,0 +1,1 @@
+"""The real side: tasks, trace files, recording, validation, splits and sequence batches."""

@@ -1,0 +1,151 @@
+"""Named tasks: the real environments that traces come from and policies are judged in.
+
+A task is a gymnasium environment id plus what the rest of the framework needs to know
+about it: the episode horizon, the return that counts as solved, and whether it is
+observed through vectors or camera frames. Any gymnasium id works as ``gym:ENV_ID``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+
+from tasks.errors import InputError
+
+ObservationKind = Literal["vector", "image"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A real environment and the facts about it that training and evaluation use.
+
+    Attributes:
+        name: the registry name (``pendulum``) or ``gym:ENV_ID`` for any gymnasium id.
+        env_id: the gymnasium id passed to ``gym.make``.
+        horizon: steps after which an episode is truncated.
+        reward_threshold: the mean return that counts as solving the task, if any.
+        observation_kind: ``vector`` for flat observations, ``image`` for camera frames.
+    """
+
+    name: str
+    env_id: str
+    horizon: int
+    reward_threshold: float | None
+    observation_kind: ObservationKind = "vector"
+
+    def make_env(self, **kwargs: Any) -> gym.Env:
+        """A fresh real environment, truncated at the task's horizon."""
+        return gym.make(self.env_id, max_episode_steps=self.horizon, **kwargs)
+
+    @property
+    def observation_space(self) -> gym.Space:
+        return _spaces(self.env_id)[0]
+
+    @property
+    def action_space(self) -> gym.Space:
+        return _spaces(self.env_id)[1]
+
+    @property
+    def discrete_actions(self) -> bool:
+        return isinstance(self.action_space, gym.spaces.Discrete)
+
+
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (
+        Task("cartpole", "CartPole-v1", horizon=500, reward_threshold=475.0),
+        Task("pendulum", "Pendulum-v1", horizon=200, reward_threshold=-200.0),
+        Task("halfcheetah", "HalfCheetah-v5", horizon=1000, reward_threshold=4800.0),
+        Task("hopper", "Hopper-v5", horizon=1000, reward_threshold=3800.0),
+    )
+}
+
+GYM_PREFIX = "gym:"
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name``: a registry name or ``gym:ENV_ID``.
+
+    Raises:
+        InputError: the name is neither registered nor a gymnasium id.
+    """
+    if name in TASKS:
+        return TASKS[name]
+    if name.startswith(GYM_PREFIX):
+        return _task_from_gym_id(name[len(GYM_PREFIX) :], name)
+    known = ", ".join(sorted(TASKS))
+    raise InputError(name, f"unknown task (known: {known}, or gym:ENV_ID for any gymnasium id)")
+
+
+def task_for_env_id(env_id: str) -> Task:
+    """The registered task whose environment is ``env_id``, else a ``gym:`` task for it."""
+    for task in TASKS.values():
+        if task.env_id == env_id:
+            return task
+    return _task_from_gym_id(env_id, GYM_PREFIX + env_id)
+
+
+def check_spaces_match(
+    task: Task, observation_space: gym.Space, action_space: gym.Space, path: str
+) -> None:
+    """Raise InputError naming ``path`` unless both spaces are the task's own."""
+    for what, theirs, ours in (
+        ("observation", observation_space, task.observation_space),
+        ("action", action_space, task.action_space),
+    ):
+        if not spaces_equal(theirs, ours):
+            raise InputError(
+                path, f"{what} space {theirs} does not match task {task.name}'s {ours}"
+            )
+
+
+def spaces_equal(a: gym.Space, b: gym.Space) -> bool:
+    """Equal type, shape, dtype and bounds; tolerant of float32 rounding of bounds."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, gym.spaces.Box):
+        return (
+            a.shape == b.shape
+            and a.dtype == b.dtype
+            and np.allclose(a.low, b.low, equal_nan=True)
+            and np.allclose(a.high, b.high, equal_nan=True)
+        )
+    return a == b
+
+
+def _task_from_gym_id(env_id: str, name: str) -> Task:
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error as error:
+        raise InputError(name, f"not a registered gymnasium environment ({error})") from None
+    observation_space, _ = _spaces(env_id)
+    return Task(
+        name=name,
+        env_id=env_id,
+        horizon=spec.max_episode_steps or 1000,
+        reward_threshold=spec.reward_threshold,
+        observation_kind=observation_kind(observation_space),
+    )
+
+
+def observation_kind(space: gym.Space) -> ObservationKind:
+    """``image`` for uint8 frames of height and width, ``vector`` otherwise."""
+    is_frame = (
+        isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) in (2, 3)
+    )
+    return "image" if is_frame else "vector"
+
+
+@functools.cache
+def _spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
+    # Making an environment can take a while (MuJoCo compiles its model), so the spaces
+    # are read once per id and kept.
+    env = gym.make(env_id)
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()

@@ -1,0 +1,73 @@
+"""Train / validation / held-out splits by episode, never by transition.
+
+Each episode's split comes from a hash of its content and the split seed, so it depends
+on nothing else in the file: appending episodes or merging trace files never moves an
+old episode into training, and held-out episodes stay held out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+
+from tasks.episodes import Episodes
+
+SPLIT_NAMES = ("train", "validation", "heldout")
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitFractions:
+    """Expected share of episodes in each split; they must sum to one."""
+
+    train: float = 0.8
+    validation: float = 0.1
+    heldout: float = 0.1
+
+    def __post_init__(self):
+        shares = (self.train, self.validation, self.heldout)
+        if min(shares) < 0 or not np.isclose(sum(shares), 1.0):
+            raise ValueError(f"split fractions must be non-negative and sum to 1, got {shares}")
+
+
+def split_of(content_id: str, split_seed: int, fractions: SplitFractions = SplitFractions()) -> str:
+    """The split (``train``, ``validation`` or ``heldout``) of one episode."""
+    digest = hashlib.blake2b(f"{split_seed}:{content_id}".encode(), digest_size=8).digest()
+    position = int.from_bytes(digest, "little") / 2**64
+    if position < fractions.train:
+        return "train"
+    if position < fractions.train + fractions.validation:
+        return "validation"
+    return "heldout"
+
+
+def split_indices(
+    episodes: Episodes, split_seed: int = 0, fractions: SplitFractions = SplitFractions()
+) -> dict[str, np.ndarray]:
+    """Episode indices of each split, in file order."""
+    labels = np.array([split_of(cid, split_seed, fractions) for cid in episodes.content_ids()])
+    return {name: np.flatnonzero(labels == name) for name in SPLIT_NAMES}
+
+
+def fitting_episodes(
+    episodes: Episodes, split_seed: int = 0, fractions: SplitFractions = SplitFractions()
+) -> tuple[Episodes | None, Episodes | None]:
+    """The train and validation episodes: everything a model may be fitted or stopped on.
+
+    Held-out episodes are never returned here; only evaluation reads them, through
+    `heldout_episodes`. A split with no episodes comes back as None.
+    """
+    indices = split_indices(episodes, split_seed, fractions)
+    return tuple(  # type: ignore[return-value]
+        episodes.select(indices[name]) if len(indices[name]) else None
+        for name in ("train", "validation")
+    )
+
+
+def heldout_episodes(
+    episodes: Episodes, split_seed: int = 0, fractions: SplitFractions = SplitFractions()
+) -> Episodes | None:
+    """The held-out episodes, for evaluation only; None if there are none."""
+    indices = split_indices(episodes, split_seed, fractions)["heldout"]
+    return episodes.select(indices) if len(indices) else None
