@@ -42,8 +42,15 @@ COMMANDS = (
 )
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """Argument errors end like every other bad input: one line, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="dreamer",
         description="Learn world models from deployment traces and train policies in their dreams.",
     )
@@ -63,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # --help, or an argument error already reported
+        return int(exit.code or 0)
     command: Command = args._command
     try:
         config = config_from_args(command.config_cls, args, args.config)

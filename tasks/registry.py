@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
+import warnings
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -39,6 +41,7 @@ class Task:
 
     def make_env(self, **kwargs: Any) -> gym.Env:
         """A fresh real environment, truncated at the task's horizon."""
+        _route_mujoco_warnings(self.env_id)
         return gym.make(self.env_id, max_episode_steps=self.horizon, **kwargs)
 
     @property
@@ -140,10 +143,32 @@ def observation_kind(space: gym.Space) -> ObservationKind:
     return "image" if is_frame else "vector"
 
 
+def _route_mujoco_warnings(env_id: str) -> None:
+    """Send MuJoCo's C-level warnings through Python instead of raw stderr and a log file.
+
+    MuJoCo prints its warnings straight to stderr and appends them to MUJOCO_LOG.TXT in
+    the working directory; gymnasium's v5 models trigger deprecation notices there that
+    a user cannot act on. Those go to the debug log; any other warning stays a warning.
+    """
+    entry_point = str(gym.spec(env_id).entry_point)
+    if "mujoco" not in entry_point:
+        return
+    import mujoco
+
+    def on_warning(message: str) -> None:
+        if "deprecated" in message:
+            logging.getLogger("mujoco").debug(message)
+        else:
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+    mujoco.set_mju_user_warning(on_warning)
+
+
 @functools.cache
 def _spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
     # Making an environment can take a while (MuJoCo compiles its model), so the spaces
     # are read once per id and kept.
+    _route_mujoco_warnings(env_id)
     env = gym.make(env_id)
     try:
         return env.observation_space, env.action_space

@@ -100,16 +100,16 @@ def read_traces(location: str | os.PathLike, task: Task | None = None) -> Traces
         check_spaces_match(task, observation_space, action_space, shown)
     task = task or recorded_task
 
+    total = int(storage.total_episodes)
+    if total == 0:
+        raise InputError(shown, "the dataset holds no episodes")
     try:
-        total = int(storage.total_episodes)
         raw_episodes = list(storage.get_episodes(range(total)))
         seeds = [m.get("seed") for m in storage.get_episode_metadata(range(total))]
     except InputError:
         raise
     except Exception as error:  # h5py, pyarrow and json each fail their own way
         raise InputError(shown, f"corrupt or truncated dataset ({_first_line(error)})") from None
-    if total == 0:
-        raise InputError(shown, "the dataset holds no episodes")
 
     episodes = []
     for index, (raw, seed) in enumerate(zip(raw_episodes, seeds)):

@@ -91,5 +91,7 @@ def _check_actions_in_space(actions: np.ndarray, space: gym.Space, where: str, p
     if not np.all(valid):
         step = int(np.flatnonzero(~np.all(np.reshape(valid, (len(actions), -1)), axis=1))[0])
         raise InputError(
-            path, f"{where}: action at step {step} is outside the action space {space}: {actions[step]}"
+            path,
+            f"{where}: action at step {step} is outside the action space {space}: "
+            f"{np.asarray(actions[step]).tolist()}",
         )
