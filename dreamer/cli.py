@@ -13,9 +13,9 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from dreamer.commands import collect, traces
+from dreamer.commands import check, collect, fit, traces
 from dreamer.config import add_config_arguments, config_from_args
-from tasks.errors import InputError
+from tasks.errors import InputError, RunFailed
 
 USAGE_ERROR = 2
 
@@ -39,6 +39,10 @@ COMMANDS = (
             "turn a flat .npz or a Parquet/CSV table of transitions into a trace file"),
     Command(("traces", "export"), traces.ExportConfig, traces.export,
             "write a trace file as a flat .npz (D4RL keys plus next_observations)"),
+    Command(("fit",), fit.FitCommandConfig, fit.run,
+            "fit a world model on a trace file's training split, early-stopped on validation"),
+    Command(("check",), check.CheckConfig, check.run,
+            "measure a world model's open-loop error on held-out episodes beside two trivial predictors"),
 )
 
 
@@ -81,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as error:
         print(f"dreamer: error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except RunFailed as error:
+        print(f"dreamer: failed: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("dreamer: interrupted", file=sys.stderr)
         return 130

@@ -100,6 +100,11 @@ class Episodes:
     def __iter__(self):
         return (self.episode(i) for i in range(self.num_episodes))
 
+    def transitions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices into ``observations`` of each step's observation and of its successor."""
+        before = np.arange(self.num_steps) + np.repeat(np.arange(self.num_episodes), self.lengths)
+        return before, before + 1
+
     def returns(self) -> np.ndarray:
         """Undiscounted return of each episode, ``[num_episodes]`` float64."""
         return np.add.reduceat(self.rewards.astype(np.float64), self.step_offsets[:-1])

@@ -2,7 +2,8 @@
 
 Every command line entry point catches `InputError`, prints its single line and exits
 with status 2, so raising it is how library code reports a malformed trace, a wrong
-path or a mismatched space to a user without a traceback.
+path or a mismatched space to a user without a traceback. `RunFailed` is the same for
+a run that started well and then failed (a diverging loss): one line, exit status 1.
 """
 
 from __future__ import annotations
@@ -22,3 +23,7 @@ class InputError(Exception):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class RunFailed(RuntimeError):
+    """A run that could not finish, with a message that says what was kept."""

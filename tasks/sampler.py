@@ -129,5 +129,32 @@ def sample_sequences(data: SequenceData, key: jax.Array, batch_size: int, length
     )
 
 
+def transition_batch(episodes: Episodes, capacity: int | None = None) -> SequenceBatch:
+    """Every transition of ``episodes`` as one batch of windows of length one.
+
+    Rows past the real transitions (padding up to ``capacity``, by default the next power
+    of two) are masked, so evaluating a growing validation set keeps one shape.
+    """
+    before, after = episodes.transitions()
+    count = len(before)
+    capacity = capacity or _next_power_of_two(count)
+    if capacity < count:
+        raise ValueError(f"capacity {capacity} is below the {count} transitions")
+
+    def padded(values: np.ndarray) -> jax.Array:
+        pad = [(0, capacity - len(values))] + [(0, 0)] * (values.ndim - 1)
+        return jnp.asarray(np.pad(values, pad, mode="edge"))
+
+    observations = np.stack([episodes.observations[before], episodes.observations[after]], axis=1)
+    mask = jnp.asarray(np.arange(capacity) < count)[:, None]
+    return SequenceBatch(
+        obs=padded(observations),
+        action=padded(episodes.actions)[:, None],
+        reward=jnp.where(mask, padded(episodes.rewards.astype(np.float32))[:, None], 0.0),
+        terminated=mask & padded(episodes.terminations)[:, None],
+        mask=mask,
+    )
+
+
 def _next_power_of_two(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())

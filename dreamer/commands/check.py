@@ -1,0 +1,94 @@
+"""``dreamer check``: a world model's open-loop fidelity on held-out episodes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from dreamer.config import option
+from tasks.errors import InputError
+from tasks.registry import check_spaces_match, get_task
+from tasks.splits import fitting_episodes, heldout_episodes
+from tasks.traces import read_traces
+from worldmodel.fidelity import (
+    FidelityConfig,
+    fidelity_metrics,
+    linear_predictions,
+    model_predictions,
+    nothing_changes_predictions,
+    observation_scale,
+    open_loop_windows,
+    plot_fidelity,
+)
+from worldmodel.saving import load, load_spec
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckConfig:
+    world_model: str = option(help="run directory of a fitted world model")
+    traces: str = option(help="trace file whose held-out episodes the model is checked on")
+    fidelity: FidelityConfig = option(FidelityConfig(), help="open-loop settings")
+    split_seed: int | None = option(None, help="split seed (default: the one the model was fitted with)")
+    out: str | None = option(None, help="folder for fidelity.json and fidelity.png (default: the model's run directory)")
+    seed: int = option(0, help="seed of the model's sampling during rollouts")
+
+
+def run(config: CheckConfig) -> tuple[dict, str]:
+    spec = load_spec(config.world_model)
+    model = load(config.world_model)
+    task = get_task(spec["task"])
+    traces = read_traces(config.traces)
+    check_spaces_match(task, traces.observation_space, traces.action_space, config.traces)
+    split_seed = spec.get("split_seed", 0) if config.split_seed is None else config.split_seed
+    heldout = heldout_episodes(traces.episodes, split_seed)
+    if heldout is None:
+        raise InputError(config.traces, f"has no held-out episodes under split seed {split_seed} (record more episodes)")
+    train, _ = fitting_episodes(traces.episodes, split_seed)
+    if train is None:
+        raise InputError(config.traces, "has no training episodes to scale errors by")
+
+    settings = config.fidelity
+    windows = open_loop_windows(heldout, settings.horizon, settings.start_every)
+    scale = observation_scale(train)
+    terminates = bool(train.terminations.any() or heldout.terminations.any())
+    encode = lambda actions: np.asarray(model.encode_action(np.asarray(actions)))  # noqa: E731
+    predictors = {
+        "model": model_predictions(model, windows, jax.random.key(config.seed)),
+        "nothing_changes": nothing_changes_predictions(windows, train),
+        "linear": linear_predictions(windows, train, encode),
+    }
+    report = {
+        "world_model": str(config.world_model),
+        "traces": str(config.traces),
+        "task": task.name,
+        "split_seed": split_seed,
+        "heldout_episodes": heldout.num_episodes,
+        "rollouts": int(windows.valid.shape[0]),
+        "horizons": list(range(1, settings.horizon + 1)),
+        "predictors": {
+            name: fidelity_metrics(p, windows, scale, settings.min_samples, terminates)
+            for name, p in predictors.items()
+        },
+    }
+    out = Path(config.out or config.world_model)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fidelity.json").write_text(json.dumps(report, indent=2))
+    plot_fidelity(report, out / "fidelity.png", f"{task.name}: open-loop error on {heldout.num_episodes} held-out episodes")
+    return report, _table(report, out)
+
+
+def _table(report: dict, out: Path) -> str:
+    horizons = [k for k in (1, 5, 10, 15, 25, 50) if k <= len(report["horizons"])]
+    measures = ["obs_rmse", "reward_mae"] + (["termination_accuracy"] if "termination_accuracy" in report["predictors"]["model"] else [])
+    lines = [f"open-loop fidelity on {report['heldout_episodes']} held-out episodes ({report['rollouts']} rollouts)"]
+    lines.append(f"{'predictor':<16} {'measure':<22}" + "".join(f"{'k=' + str(k):>10}" for k in horizons))
+    for name, metrics in report["predictors"].items():
+        for measure in measures:
+            values = [metrics[measure][k - 1] for k in horizons]
+            lines.append(f"{name:<16} {measure:<22}" + "".join(f"{'-' if v is None else f'{v:.4g}':>10}" for v in values))
+    lines.append(f"wrote {out / 'fidelity.json'} and {out / 'fidelity.png'}")
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""``dreamer fit``: fit a world model on a trace file's training split."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+from dreamer.config import option
+from tasks.errors import InputError
+from tasks.run_directory import RunDirectory
+from tasks.splits import fitting_episodes
+from tasks.traces import read_traces
+from worldmodel.ensemble import EnsembleConfig
+from worldmodel.fit import FitConfig, fit_world_model
+from worldmodel.saving import build_model, load, load_spec, save_model
+
+
+@dataclasses.dataclass(frozen=True)
+class FitCommandConfig:
+    traces: str = option(help="trace folder, its data/ folder, or a dataset id")
+    out: str = option(help="run directory to write")
+    model: Literal["ensemble"] = option("ensemble", help="world model kind")
+    ensemble: EnsembleConfig = option(EnsembleConfig(), help="ensemble settings")
+    fit: FitConfig = option(FitConfig(), help="fitting settings")
+    split_seed: int = option(0, help="seed of the episode-content hash that assigns splits")
+    warm_start: str | None = option(None, help="run directory of a fitted model to start from")
+    resume: bool = option(False, help="continue a killed run in --out from its last checkpoint")
+    seed: int = option(0, help="seed of initial weights and minibatch draws")
+
+
+def run(config: FitCommandConfig) -> tuple[dict, str]:
+    started = time.perf_counter()
+    traces = read_traces(config.traces)
+    if traces.task is None:
+        raise InputError(config.traces, "the trace file names no task; re-import it with --task")
+    train, validation = fitting_episodes(traces.episodes, config.split_seed)
+    if train is None:
+        raise InputError(config.traces, "no episode falls in the training split (record more episodes)")
+    run_dir = RunDirectory(config.out, config, resume=config.resume)
+    if config.warm_start:
+        model = load(config.warm_start)
+        spec = load_spec(config.warm_start)
+        if spec["kind"] != config.model:
+            raise InputError(config.warm_start, f"is a {spec['kind']} model, not {config.model}")
+    else:
+        action_space = traces.action_space
+        discrete = hasattr(action_space, "n")
+        model = build_model(
+            config.model,
+            traces.observation_space.shape,
+            int(action_space.n) if discrete else int(action_space.shape[0]),
+            discrete,
+            config.ensemble,
+            seed=config.seed,
+        )
+    try:
+        result = fit_world_model(
+            model, train, validation, config.fit, seed=config.seed, run=run_dir,
+            resume=config.resume, progress=sys.stderr.isatty(),
+        )
+        save_model(
+            config.out,
+            result.model,
+            {"task": traces.task.name, "traces": str(Path(config.traces).absolute()), "split_seed": config.split_seed},
+        )
+    finally:
+        run_dir.close()
+    summary = {
+        "real_steps": 0,
+        "eval_steps": 0,
+        "wall_seconds": time.perf_counter() - started,
+        "task": traces.task.name,
+        "train_episodes": train.num_episodes,
+        "validation_episodes": 0 if validation is None else validation.num_episodes,
+        "updates": result.updates,
+        "validation_loss": result.validation_loss,
+        "stopped_early": result.stopped_early,
+        "transitions_per_second": result.transitions_per_second,
+    }
+    run_dir.write_summary(summary)
+    text = (
+        f"fitted a {config.model} world model on {train.num_episodes} training episodes of {traces.task.name}: "
+        f"{result.updates} updates, validation loss {result.validation_loss:.4g}"
+        f"{' (stopped early)' if result.stopped_early else ''}, {summary['wall_seconds']:.0f} s\n"
+        f"wrote {config.out}"
+    )
+    return summary, text

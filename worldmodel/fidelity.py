@@ -1,0 +1,232 @@
+"""How well a world model predicts held-out real episodes, open loop.
+
+From several points of every held-out episode, the model starts at the real state and
+is stepped with the recorded actions for k = 1..H steps without seeing any more real
+data. At each horizon k we compare with what really happened: observation error
+(scaled per dimension by the training split's standard deviation), reward error,
+termination (balanced accuracy) and the error of the k-step return. Two trivial
+predictors go through the same measurement so a reader sees what the model buys:
+"nothing changes" and a linear least-squares model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tasks.episodes import Episodes
+
+
+@dataclasses.dataclass(frozen=True)
+class FidelityConfig:
+    """Attributes:
+    horizon: the longest open-loop horizon H.
+    start_every: a rollout starts every this many steps of each held-out episode.
+    min_samples: horizons with fewer rollouts than this report null.
+    """
+
+    horizon: int = 50
+    start_every: int = 1
+    min_samples: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenLoopWindows:
+    """Real data from each start point: ``S`` rollouts of up to ``H`` steps.
+
+    Attributes:
+        start_obs: ``[S, *obs_shape]`` the real observation each rollout starts from.
+        actions: ``[S, H, ...]`` the recorded actions (repeated past the episode's end).
+        obs: ``[S, H, *obs_shape]`` the real observation after each step.
+        rewards: ``[S, H]``.
+        terminated: ``[S, H]``.
+        valid: ``[S, H]`` false past the end of the episode.
+    """
+
+    start_obs: np.ndarray
+    actions: np.ndarray
+    obs: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    valid: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """A predictor's open-loop guesses, shaped like `OpenLoopWindows`' fields."""
+
+    obs: np.ndarray
+    rewards: np.ndarray
+    continue_prob: np.ndarray
+
+
+def open_loop_windows(episodes: Episodes, horizon: int, start_every: int) -> OpenLoopWindows:
+    """Cut held-out episodes into open-loop windows starting every ``start_every`` steps."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("start_obs", "actions", "obs", "rewards", "terminated", "valid")}
+    for episode in episodes:
+        length = len(episode)
+        for start in range(0, length, start_every):
+            steps = start + np.arange(horizon)
+            valid = steps < length
+            clipped = np.minimum(steps, length - 1)
+            parts["start_obs"].append(episode.observations[start])
+            parts["actions"].append(episode.actions[clipped])
+            parts["obs"].append(episode.observations[clipped + 1])
+            parts["rewards"].append(np.where(valid, episode.rewards[clipped], 0.0))
+            parts["terminated"].append(valid & episode.terminations[clipped])
+            parts["valid"].append(valid)
+    return OpenLoopWindows(**{k: np.stack(v) for k, v in parts.items()})
+
+
+def model_predictions(model: nnx.Module, windows: OpenLoopWindows, key: jax.Array) -> Predictions:
+    """Roll ``model`` open loop from every window's start with the recorded actions."""
+    graphdef, state = nnx.split(model)
+    obs, rewards, continues = _rollout(graphdef, state, jnp.asarray(windows.start_obs), jnp.asarray(windows.actions), key)
+    return Predictions(np.asarray(obs), np.asarray(rewards), np.asarray(continues))
+
+
+@jax.jit
+def _rollout(graphdef, state, start_obs, actions, key):
+    model = nnx.merge(graphdef, state)
+
+    def step(carry, inputs):
+        model_state = carry
+        action, step_key = inputs
+        model_state, reward, continue_prob = model.step(model_state, action, step_key)
+        return model_state, (model.decode(model_state), reward, continue_prob)
+
+    keys = jax.random.split(key, actions.shape[1])
+    _, (obs, rewards, continues) = jax.lax.scan(step, model.initial_state(start_obs), (jnp.swapaxes(actions, 0, 1), keys))
+    return jnp.swapaxes(obs, 0, 1), rewards.T, continues.T
+
+
+def nothing_changes_predictions(windows: OpenLoopWindows, train: Episodes) -> Predictions:
+    """The observation stays put, the reward is the training mean, nothing ends."""
+    horizon = windows.actions.shape[1]
+    obs = np.repeat(windows.start_obs[:, None], horizon, axis=1)
+    rewards = np.full(windows.rewards.shape, float(train.rewards.mean()))
+    return Predictions(obs, rewards, np.ones(windows.rewards.shape))
+
+
+def linear_predictions(windows: OpenLoopWindows, train: Episodes, action_encoder) -> Predictions:
+    """A least-squares linear model of the change in observation, the reward and ending.
+
+    Fitted on the training transitions: ``[obs, action, 1] -> [next_obs - obs, reward]``,
+    and termination as a linear function of the next observation, thresholded at 0.5.
+    """
+    before, after = train.transitions()
+    flat = train.observations.reshape(len(train.observations), -1).astype(np.float64)
+    inputs = _linear_inputs(flat[before], action_encoder(train.actions))
+    targets = np.concatenate([flat[after] - flat[before], train.rewards[:, None]], axis=1)
+    dynamics, *_ = np.linalg.lstsq(inputs, targets, rcond=None)
+    ends = np.concatenate([flat[after], np.ones((len(after), 1))], axis=1)
+    ending, *_ = np.linalg.lstsq(ends, train.terminations.astype(np.float64), rcond=None)
+
+    samples, horizon = windows.rewards.shape
+    obs_size = flat.shape[1]
+    current = windows.start_obs.reshape(samples, -1).astype(np.float64)
+    obs, rewards, continues = [], [], []
+    for k in range(horizon):
+        prediction = _linear_inputs(current, action_encoder(windows.actions[:, k])) @ dynamics
+        current = current + prediction[:, :obs_size]
+        obs.append(current)
+        rewards.append(prediction[:, obs_size])
+        ended = np.concatenate([current, np.ones((samples, 1))], axis=1) @ ending
+        continues.append((ended < 0.5).astype(np.float64))
+    obs = np.stack(obs, axis=1).reshape(windows.obs.shape)
+    return Predictions(obs, np.stack(rewards, axis=1), np.stack(continues, axis=1))
+
+
+def fidelity_metrics(
+    predictions: Predictions, windows: OpenLoopWindows, obs_std: np.ndarray, min_samples: int, terminates: bool
+) -> dict[str, list[float | None]]:
+    """Per-horizon errors of one predictor; a horizon with too few samples holds None.
+
+    Returns ``obs_rmse``, ``reward_mae``, ``return_error`` and, for tasks that terminate,
+    ``termination_accuracy`` (mean of the recalls on terminal and non-terminal steps).
+    """
+    samples, horizon = windows.valid.shape
+    scaled_error = ((predictions.obs - windows.obs).reshape(samples, horizon, -1) / obs_std) ** 2
+    squared = scaled_error.mean(axis=-1)
+    reward_error = np.abs(predictions.rewards - windows.rewards)
+    return_error = np.abs(np.cumsum(predictions.rewards * windows.valid, 1) - np.cumsum(windows.rewards, 1))
+    predicted_end = predictions.continue_prob < 0.5
+    result: dict[str, list[float | None]] = {"obs_rmse": [], "reward_mae": [], "return_error": [], "samples": []}
+    if terminates:
+        result["termination_accuracy"] = []
+    for k in range(horizon):
+        valid = windows.valid[:, k]
+        count = int(valid.sum())
+        result["samples"].append(count)
+        enough = count >= min_samples
+        result["obs_rmse"].append(float(np.sqrt(squared[valid, k].mean())) if enough else None)
+        result["reward_mae"].append(float(reward_error[valid, k].mean()) if enough else None)
+        result["return_error"].append(float(return_error[valid, k].mean()) if enough else None)
+        if terminates:
+            result["termination_accuracy"].append(
+                _balanced_accuracy(predicted_end[valid, k], windows.terminated[valid, k]) if enough else None
+            )
+    return result
+
+
+def _balanced_accuracy(predicted: np.ndarray, actual: np.ndarray) -> float | None:
+    """Mean recall on the two classes; None if either class is absent."""
+    positives, negatives = actual.sum(), (~actual).sum()
+    if positives == 0 or negatives == 0:
+        return None
+    recall_terminal = (predicted & actual).sum() / positives
+    recall_continuing = (~predicted & ~actual).sum() / negatives
+    return float(0.5 * (recall_terminal + recall_continuing))
+
+
+def _linear_inputs(obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    return np.concatenate([obs, actions.reshape(len(obs), -1), np.ones((len(obs), 1))], axis=1)
+
+
+def observation_scale(train: Episodes) -> np.ndarray:
+    """Per-dimension standard deviation of training observations (constant dims count as 1)."""
+    flat = train.observations.reshape(len(train.observations), -1).astype(np.float64)
+    std = flat.std(axis=0)
+    return np.where(std < 1e-8, 1.0, std)
+
+
+def plot_fidelity(report: dict, path, title: str) -> None:
+    """Error against horizon, one line per predictor, one panel per measure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    horizons = report["horizons"]
+    measures = [
+        ("obs_rmse", "observation RMSE (training-std units)", True),
+        ("reward_mae", "reward absolute error", True),
+        ("return_error", "k-step return absolute error", True),
+        ("termination_accuracy", "termination balanced accuracy", False),
+    ]
+    measures = [m for m in measures if m[0] in report["predictors"]["model"]]
+    columns = 2
+    rows = math.ceil(len(measures) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(11, 4 * rows), squeeze=False)
+    styles = {"model": ("C0", "world model"), "nothing_changes": ("C7", "nothing changes"), "linear": ("C1", "linear least squares")}
+    for axis, (key, label, log_scale) in zip(axes.flat, measures):
+        for name, (color, legend) in styles.items():
+            values = np.array([np.nan if v is None else v for v in report["predictors"][name][key]], dtype=float)
+            axis.plot(horizons, values, color=color, label=legend, linewidth=2 if name == "model" else 1.2)
+        axis.set_xlabel("open-loop horizon k (steps)")
+        axis.set_ylabel(label)
+        if log_scale:
+            axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    for axis in list(axes.flat)[len(measures):]:
+        axis.axis("off")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

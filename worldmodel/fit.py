@@ -1,0 +1,257 @@
+"""Fitting a world model on the training split, early-stopped on the validation split.
+
+The hot loop is one jitted pure function that runs ``updates_per_call`` updates in a
+`lax.scan`, drawing its minibatches on the device; the host only checks validation,
+logs, and checkpoints between calls. Each call's key is folded from the seed and the
+call's index, so a run resumed from a checkpoint continues exactly as an uninterrupted
+one would. Works with any model of the interface; a model with ``validation_loss`` and
+``select_elites`` (the ensemble) also gets its elites chosen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from tqdm import tqdm
+
+from tasks.episodes import Episodes
+from tasks.errors import RunFailed
+from tasks.run_directory import RunDirectory
+from tasks.sampler import sample_sequences, sequence_data, transition_batch
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """How a world model is fitted.
+
+    Attributes:
+        batch_size: transitions per ensemble member (or sequences) per update.
+        sequence_length: steps per training window (1 for one-step models).
+        learning_rate: Adam step size.
+        weight_decay: decoupled weight decay on kernels.
+        updates_per_call: updates fused into one jitted call; validation runs between calls.
+        max_updates: stop after this many updates even if validation still improves.
+        patience: stop after this many validations without a relative improvement of
+            ``min_improvement``.
+        min_improvement: the relative drop in validation loss that counts as progress.
+    """
+
+    batch_size: int = 256
+    sequence_length: int = 1
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    updates_per_call: int = 250
+    max_updates: int = 20000
+    patience: int = 5
+    min_improvement: float = 0.01
+
+    def __post_init__(self):
+        for name in ("batch_size", "sequence_length", "updates_per_call", "max_updates", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+class FitDiverged(RunFailed):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """What a fit produced and how it went."""
+
+    model: nnx.Module
+    updates: int
+    validation_loss: float
+    stopped_early: bool
+    transitions_per_second: float
+    wall_seconds: float
+
+
+def fit_world_model(
+    model: nnx.Module,
+    train: Episodes,
+    validation: Episodes | None,
+    config: FitConfig,
+    seed: int = 0,
+    run: RunDirectory | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    metric_prefix: str = "world_model/",
+) -> FitResult:
+    """Fit ``model`` in place on ``train``, early-stopped on ``validation``.
+
+    Args:
+        model: any world model; its current parameters are the starting point, so a
+            model fitted earlier is warm-started.
+        train: the training episodes.
+        validation: the validation episodes; None falls back to the training episodes
+            for elite choice and stops only at ``max_updates``.
+        config: fitting settings.
+        seed: seed of minibatch draws.
+        run: where metrics and checkpoints go; None keeps nothing on disk.
+        resume: continue from the run's last checkpoint.
+        progress: show a progress bar on stderr.
+        metric_prefix: prefix of the logged metric names.
+
+    Raises:
+        FitDiverged: the loss became NaN or infinite.
+    """
+    started = time.perf_counter()
+    if hasattr(model, "fit_statistics"):
+        model.fit_statistics(train)
+    members = getattr(getattr(model, "config", None), "members", 1)
+    data = sequence_data(train)
+    validation_batch = transition_batch(validation if validation is not None else train)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    optimizer = _optimizer(config)
+    opt_state = optimizer.init(params)
+    train_calls = _make_train_calls(graphdef, optimizer, config, members)
+    validate = _make_validate(graphdef)
+
+    progress_state = {"call": 0, "updates": 0, "best_loss": math.inf, "stale": 0, "best_call": -1}
+    best_params = params
+    manager = _checkpoint_manager(run) if run is not None else None
+    if resume and manager is not None and manager.latest_step() is not None:
+        params, opt_state, best_params, progress_state = _restore(manager, params, opt_state, rest)
+        run.truncate_metrics(progress_state["updates"])
+
+    calls = math.ceil(config.max_updates / config.updates_per_call)
+    key = jax.random.key(seed)
+    bar = tqdm(total=calls * config.updates_per_call, initial=progress_state["updates"], unit="upd",
+               desc="fit world model", disable=not progress, file=sys.stderr, leave=False)
+    stopped_early = False
+    try:
+        while progress_state["call"] < calls:
+            call = progress_state["call"]
+            params, opt_state, metrics = train_calls(params, opt_state, rest, data, jax.random.fold_in(key, call))
+            updates = (call + 1) * config.updates_per_call
+            train_loss = float(metrics["loss"])
+            if not math.isfinite(train_loss):
+                last = manager.latest_step() if manager is not None else None
+                kept = f"the last good checkpoint (update {last}) is kept in {run.checkpoint_path}" if last else "no checkpoint was written yet"
+                raise FitDiverged(f"world-model loss became {train_loss} by update {updates}; {kept}")
+            validation_loss, validation_metrics = validate(params, rest, validation_batch)
+            validation_loss = float(validation_loss)
+            improved = validation_loss < progress_state["best_loss"] - config.min_improvement * abs(progress_state["best_loss"])
+            if improved or not math.isfinite(progress_state["best_loss"]):
+                best_params = params
+                progress_state.update(best_loss=validation_loss, stale=0, best_call=call)
+            else:
+                progress_state["stale"] += 1
+            progress_state.update(call=call + 1, updates=updates)
+            logged = {f"{metric_prefix}train_{k}": v for k, v in metrics.items()}
+            logged.update({f"{metric_prefix}validation_{k}": v for k, v in validation_metrics.items() if np.ndim(v) == 0})
+            logged[f"{metric_prefix}validation_loss"] = validation_loss
+            bar.update(config.updates_per_call)
+            bar.set_postfix(train=f"{train_loss:.3f}", validation=f"{validation_loss:.4f}")
+            if run is not None:
+                run.log(updates, logged)
+            stop = validation is not None and progress_state["stale"] >= config.patience
+            if manager is not None:
+                _save(manager, graphdef, params, opt_state, best_params, rest, progress_state)
+            if stop:
+                stopped_early = True
+                break
+    finally:
+        bar.close()
+        if manager is not None:
+            manager.wait_until_finished()
+            manager.close()
+
+    nnx.update(model, best_params)
+    if hasattr(model, "select_elites") and hasattr(model, "validation_loss"):
+        _, final_metrics = validate(best_params, rest, validation_batch)
+        model.select_elites(final_metrics["member_mse"])
+    seconds = time.perf_counter() - started
+    transitions = progress_state["updates"] * config.batch_size * members * config.sequence_length
+    return FitResult(
+        model=model,
+        updates=progress_state["updates"],
+        validation_loss=progress_state["best_loss"],
+        stopped_early=stopped_early,
+        transitions_per_second=transitions / seconds,
+        wall_seconds=seconds,
+    )
+
+
+def _optimizer(config: FitConfig) -> optax.GradientTransformation:
+    decay_kernels_only = lambda params: jax.tree_util.tree_map_with_path(  # noqa: E731
+        lambda path, _: any(getattr(key, "key", None) == "kernel" for key in path), params
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(10.0),
+        optax.adamw(config.learning_rate, weight_decay=config.weight_decay, mask=decay_kernels_only),
+    )
+
+
+def _make_train_calls(graphdef, optimizer, config: FitConfig, members: int):
+    """One jitted call running ``updates_per_call`` updates in a scan."""
+
+    def loss_fn(params, rest, batch):
+        model = nnx.merge(graphdef, params, rest)
+        return model.loss(batch)
+
+    def update(carry, key):
+        params, opt_state, rest, data = carry
+        batch = sample_sequences(data, key, config.batch_size * members, config.sequence_length)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, batch)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state, rest, data), {"loss": loss, **metrics}
+
+    @jax.jit
+    def train_calls(params, opt_state, rest, data, key):
+        keys = jax.random.split(key, config.updates_per_call)
+        (params, opt_state, _, _), metrics = jax.lax.scan(update, (params, opt_state, rest, data), keys)
+        return params, opt_state, jax.tree.map(jnp.mean, metrics)
+
+    return train_calls
+
+
+def _make_validate(graphdef):
+    @jax.jit
+    def validate(params, rest, batch):
+        model = nnx.merge(graphdef, params, rest)
+        evaluate = getattr(model, "validation_loss", model.loss)
+        return evaluate(batch)
+
+    return validate
+
+
+# -- checkpoints ----------------------------------------------------------------------
+
+
+def _checkpoint_manager(run: RunDirectory) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(run.checkpoint_path / "world_model", options=options)
+
+
+def _save(manager, graphdef, params, opt_state, best_params, rest, progress_state) -> None:
+    best_model = nnx.merge(graphdef, best_params, rest)
+    manager.save(
+        progress_state["updates"],
+        args=ocp.args.Composite(
+            model=ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(best_model))),
+            train=ocp.args.StandardSave({"params": params, "opt_state": opt_state, "best_params": best_params}),
+            progress=ocp.args.JsonSave(progress_state),
+        ),
+    )
+
+
+def _restore(manager, params, opt_state, rest):
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt_state, "best_params": params})
+    restored = manager.restore(
+        manager.latest_step(),
+        args=ocp.args.Composite(train=ocp.args.StandardRestore(target), progress=ocp.args.JsonRestore()),
+    )
+    train = restored["train"]
+    return train["params"], train["opt_state"], train["best_params"], dict(restored["progress"])

@@ -1,0 +1,90 @@
+"""Saving a fitted world model into its run directory, and loading it with one call.
+
+    RUN/model.json          what model it is: kind, spaces, config, and where its data came from
+    RUN/checkpoints/model/  its parameters and statistics (an orbax checkpoint)
+
+`load(run_dir)` rebuilds the model from ``model.json`` and restores its state, so any
+code that speaks the world-model interface can use a saved model of any kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from tasks.errors import InputError
+from worldmodel.ensemble import EnsembleConfig, EnsembleModel
+
+MODEL_FILE = "model.json"
+MODEL_KINDS: dict[str, tuple[type, type]] = {"ensemble": (EnsembleModel, EnsembleConfig)}
+
+
+def build_model(
+    kind: str,
+    observation_shape: tuple[int, ...],
+    action_size: int,
+    discrete_actions: bool,
+    config: Any,
+    seed: int = 0,
+) -> nnx.Module:
+    """A freshly initialised model of ``kind``."""
+    if kind not in MODEL_KINDS:
+        raise InputError(kind, f"unknown world model (known: {', '.join(MODEL_KINDS)})")
+    model_cls, _ = MODEL_KINDS[kind]
+    return model_cls(tuple(observation_shape), action_size, discrete_actions, config, nnx.Rngs(seed))
+
+
+def save_model(run_dir: str | Path, model: nnx.Module, provenance: dict[str, Any] | None = None) -> None:
+    """Write ``model.json`` and the model's state into ``run_dir``, replacing older ones.
+
+    Args:
+        run_dir: the run directory.
+        model: the fitted model.
+        provenance: extra facts kept in ``model.json`` (task, trace file, split seed).
+    """
+    run_dir = Path(run_dir)
+    spec = {
+        "kind": model.kind,
+        "observation_shape": list(model.observation_shape),
+        "action_size": model.action_size,
+        "discrete_actions": model.discrete_actions,
+        "config": dataclasses.asdict(model.config),
+        **(provenance or {}),
+    }
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save((run_dir / "checkpoints" / "model").absolute(), nnx.to_pure_dict(nnx.state(model)), force=True)
+    checkpointer.wait_until_finished()
+    (run_dir / MODEL_FILE).write_text(json.dumps(spec, indent=2))
+
+
+def load_spec(run_dir: str | Path) -> dict[str, Any]:
+    """The contents of a run directory's ``model.json``."""
+    path = Path(run_dir) / MODEL_FILE
+    if not path.is_file():
+        raise InputError(run_dir, "holds no fitted world model (no model.json; run `dreamer fit` first)")
+    return json.loads(path.read_text())
+
+
+def load(run_dir: str | Path) -> nnx.Module:
+    """The world model saved in ``run_dir``, ready to step."""
+    spec = load_spec(run_dir)
+    _, config_cls = MODEL_KINDS[spec["kind"]]
+    model = build_model(
+        spec["kind"], spec["observation_shape"], spec["action_size"], spec["discrete_actions"], config_cls(**spec["config"])
+    )
+    state = nnx.state(model)
+    target = nnx.to_pure_dict(state)
+    try:
+        restored = ocp.StandardCheckpointer().restore(
+            (Path(run_dir) / "checkpoints" / "model").absolute(), target
+        )
+    except Exception as error:
+        raise InputError(run_dir, f"the model checkpoint cannot be read ({type(error).__name__}: {error})") from None
+    nnx.replace_by_pure_dict(state, restored)
+    nnx.update(model, state)
+    return model
