@@ -1,0 +1,238 @@
+"""Actor-critic training inside a world model's dreams (the Dreamer recipe).
+
+Every update imagines trajectories from a batch of real start states, computes
+lambda-returns with a slowly updated target critic, and updates:
+
+- the actor, for continuous actions by backpropagating the returns through the model's
+  dynamics (default) or by REINFORCE, for discrete actions by REINFORCE with the critic
+  as baseline; returns are divided by a running 5-95 percentile range and an entropy
+  bonus keeps exploration alive;
+- the critic, by regressing the lambda-returns.
+
+Offline, imagined rewards can be penalised by the model's disagreement (MOPO) and a
+dream can be halted where disagreement passes a threshold (MOReL).
+
+`make_dream_trainer` returns pure functions: ``init(key) -> DreamState`` and
+``train(state, world_model_state, starts, key) -> (state, metrics)``, where one jitted
+``train`` call runs ``updates_per_call`` updates in a `lax.scan`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from dreamer.imagination import imagine
+from dreamer.returns import lambda_returns, normalise_by_scale, trajectory_weights, update_return_scale
+from policies.distributions import categorical_entropy
+from policies.networks import Actor, Critic, NetworkConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DreamConfig:
+    """How a policy is trained in dreams.
+
+    Attributes:
+        horizon: imagined steps per trajectory.
+        batch_size: start states per update.
+        gamma: discount per step.
+        lambda_: TD(lambda) mixing of the returns.
+        actor_learning_rate: Adam step size of the actor.
+        critic_learning_rate: Adam step size of the critic.
+        entropy: weight of the entropy bonus.
+        target_rate: how fast the target critic follows the critic per update.
+        gradient: continuous actions learn by backprop through the dynamics, or by REINFORCE.
+        uncertainty_penalty: MOPO's lambda: imagined reward minus this times disagreement.
+        halt_threshold: end a dream where disagreement exceeds this (0 disables).
+        updates_per_call: updates fused into one jitted call.
+        network: actor and critic sizes.
+    """
+
+    horizon: int = 15
+    batch_size: int = 256
+    gamma: float = 0.99
+    lambda_: float = 0.95
+    actor_learning_rate: float = 1e-3
+    critic_learning_rate: float = 1e-3
+    entropy: float = 3e-4
+    target_rate: float = 0.02
+    gradient: Literal["dynamics", "reinforce"] = "dynamics"
+    uncertainty_penalty: float = 0.0
+    halt_threshold: float = 0.0
+    updates_per_call: int = 100
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
+
+    def __post_init__(self):
+        if self.horizon < 1 or self.batch_size < 1 or self.updates_per_call < 1:
+            raise ValueError("horizon, batch_size and updates_per_call must be at least 1")
+        if not 0.0 <= self.lambda_ <= 1.0 or not 0.0 < self.gamma <= 1.0:
+            raise ValueError("lambda_ must lie in [0, 1] and gamma in (0, 1]")
+
+
+class DreamState(NamedTuple):
+    """Everything a dream trainer carries from one update to the next."""
+
+    actor: nnx.State
+    critic: nnx.State
+    target_critic: nnx.State
+    actor_opt: optax.OptState
+    critic_opt: optax.OptState
+    return_scale: jax.Array
+    updates: jax.Array
+
+
+class StartStates(NamedTuple):
+    """Real observations dreams start from, padded to a fixed capacity."""
+
+    observations: jax.Array
+    count: jax.Array
+
+
+def start_states(observations, capacity: int | None = None) -> StartStates:
+    """Put start observations on the device, padded to a power-of-two capacity."""
+    import numpy as np
+
+    observations = np.asarray(observations, dtype=np.float32)
+    count = len(observations)
+    capacity = capacity or 1 << max(0, (count - 1).bit_length())
+    padded = np.pad(observations, [(0, capacity - count)] + [(0, 0)] * (observations.ndim - 1), mode="edge")
+    return StartStates(jnp.asarray(padded), jnp.asarray(count, dtype=jnp.int32))
+
+
+def make_networks(feature_size: int, action_space, config: DreamConfig, seed: int) -> tuple[Actor, Critic]:
+    rngs = nnx.Rngs(seed)
+    return Actor(feature_size, action_space, config.network, rngs), Critic(feature_size, config.network, rngs)
+
+
+def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: DreamConfig):
+    """Pure ``init`` and jitted ``train`` functions for the given network shapes."""
+    actor_graph, actor_state = nnx.split(actor)
+    critic_graph, critic_state = nnx.split(critic)
+    actor_optimizer = optax.chain(optax.clip_by_global_norm(100.0), optax.adam(config.actor_learning_rate))
+    critic_optimizer = optax.chain(optax.clip_by_global_norm(100.0), optax.adam(config.critic_learning_rate))
+    discrete = actor.discrete
+    use_dynamics_gradient = config.gradient == "dynamics" and not discrete
+
+    def init() -> DreamState:
+        actor_params = nnx.state(nnx.merge(actor_graph, actor_state), nnx.Param)
+        critic_params = nnx.state(nnx.merge(critic_graph, critic_state), nnx.Param)
+        return DreamState(
+            actor=actor_state,
+            critic=critic_state,
+            target_critic=critic_state,
+            actor_opt=actor_optimizer.init(actor_params),
+            critic_opt=critic_optimizer.init(critic_params),
+            return_scale=jnp.zeros(()),
+            updates=jnp.zeros((), dtype=jnp.int32),
+        )
+
+    def imagine_from(actor_module, world_model, starts: StartStates, key):
+        start_key, dream_key = jax.random.split(key)
+        index = jax.random.randint(start_key, (config.batch_size,), 0, starts.count)
+        first = world_model.initial_state(starts.observations[index])
+
+        def policy(features, policy_key):
+            action, log_prob = actor_module.sample(features, policy_key)
+            if not use_dynamics_gradient:
+                action = jax.lax.stop_gradient(action)
+            return action, log_prob
+
+        needs_uncertainty = config.uncertainty_penalty > 0 or config.halt_threshold > 0
+        return imagine(world_model, policy, first, config.horizon, dream_key, with_uncertainty=needs_uncertainty)
+
+    def shaped(dream):
+        """Rewards with the disagreement penalty, continues with halting applied."""
+        rewards = dream.rewards - config.uncertainty_penalty * dream.uncertainties
+        continues = dream.continues
+        if config.halt_threshold > 0:
+            continues = continues * (dream.uncertainties <= config.halt_threshold)
+        return rewards, continues
+
+    def actor_loss(actor_params, actor_rest, state: DreamState, world_model, starts, key):
+        actor_module = nnx.merge(actor_graph, actor_params, actor_rest)
+        target_critic = nnx.merge(critic_graph, state.target_critic)
+        dream = imagine_from(actor_module, world_model, starts, key)
+        rewards, continues = shaped(dream)
+        values = target_critic(dream.features)
+        returns = lambda_returns(rewards, continues, values, config.gamma, config.lambda_)
+        weights = jax.lax.stop_gradient(trajectory_weights(continues, config.gamma))
+        return_scale = update_return_scale(state.return_scale, jax.lax.stop_gradient(returns))
+        if use_dynamics_gradient:
+            objective = normalise_by_scale(returns, return_scale)
+        else:
+            advantage = jax.lax.stop_gradient(normalise_by_scale(returns - values[:-1], return_scale))
+            objective = dream.log_probs * advantage
+        entropy = -dream.log_probs if not discrete else _categorical_entropy(actor_module, dream.features[:-1])
+        loss = -jnp.mean(weights * (objective + config.entropy * entropy))
+        aux = (jax.lax.stop_gradient(dream), jax.lax.stop_gradient(returns), weights, return_scale, rewards)
+        return loss, aux
+
+    def critic_loss(critic_params, critic_rest, features, returns, weights):
+        critic_module = nnx.merge(critic_graph, critic_params, critic_rest)
+        predictions = critic_module(features[:-1])
+        return jnp.mean(weights * 0.5 * (predictions - returns) ** 2)
+
+    def update(carry, key):
+        state, world_model_state, starts = carry
+        world_model = nnx.merge(world_model_graph, world_model_state)
+        actor_params, actor_rest = _split_params(state.actor)
+        (loss_a, (dream, returns, weights, return_scale, rewards)), actor_grads = jax.value_and_grad(
+            actor_loss, has_aux=True
+        )(actor_params, actor_rest, state, world_model, starts, key)
+        actor_updates, actor_opt = actor_optimizer.update(actor_grads, state.actor_opt, actor_params)
+        actor_params = optax.apply_updates(actor_params, actor_updates)
+
+        critic_params, critic_rest = _split_params(state.critic)
+        loss_c, critic_grads = jax.value_and_grad(critic_loss)(critic_params, critic_rest, dream.features, returns, weights)
+        critic_updates, critic_opt = critic_optimizer.update(critic_grads, state.critic_opt, critic_params)
+        critic_params = optax.apply_updates(critic_params, critic_updates)
+        critic_full = _merge_params(critic_params, critic_rest)
+        target = jax.tree.map(
+            lambda t, c: (1.0 - config.target_rate) * t + config.target_rate * c, state.target_critic, critic_full
+        )
+        new_state = DreamState(
+            actor=_merge_params(actor_params, actor_rest),
+            critic=critic_full,
+            target_critic=target,
+            actor_opt=actor_opt,
+            critic_opt=critic_opt,
+            return_scale=return_scale,
+            updates=state.updates + 1,
+        )
+        metrics = {
+            "actor_loss": loss_a,
+            "critic_loss": loss_c,
+            "dream_return": jnp.mean(jnp.sum(weights * rewards, axis=0)),
+            "dream_reward": jnp.mean(rewards),
+            "lambda_return": jnp.mean(returns[0]),
+            "return_scale": return_scale,
+            "uncertainty": jnp.mean(dream.uncertainties),
+            "continue": jnp.mean(dream.continues),
+        }
+        return (new_state, world_model_state, starts), metrics
+
+    @jax.jit
+    def train(state: DreamState, world_model_state, starts: StartStates, key):
+        keys = jax.random.split(key, config.updates_per_call)
+        (state, _, _), metrics = jax.lax.scan(update, (state, world_model_state, starts), keys)
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    return init, train
+
+
+def _categorical_entropy(actor_module: Actor, features):
+    logits = actor_module.net(actor_module.input_norm.normalize(features))
+    return categorical_entropy(logits)
+
+
+def _split_params(state: nnx.State):
+    return nnx.split_state(state, nnx.Param, ...)
+
+
+def _merge_params(params: nnx.State, rest: nnx.State) -> nnx.State:
+    return nnx.merge_state(params, rest)
