@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from dreamer.commands import check, collect, fit, traces
+from dreamer.commands import run as run_command
+from dreamer.online import RunConfig
 from dreamer.config import add_config_arguments, config_from_args
 from tasks.errors import InputError, RunFailed
 
@@ -43,6 +45,8 @@ COMMANDS = (
             "fit a world model on a trace file's training split, early-stopped on validation"),
     Command(("check",), check.CheckConfig, check.run,
             "measure a world model's open-loop error on held-out episodes beside two trivial predictors"),
+    Command(("run",), RunConfig, run_command.run,
+            "learn on the job: deploy, record, refit the world model, train the policy in dreams, repeat"),
 )
 
 

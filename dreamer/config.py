@@ -70,7 +70,11 @@ def build_config(config_cls: type, values: dict[str, Any], flags: dict[str, Any]
     for field in dataclasses.fields(config_cls):
         dest = prefix + field.name
         if dataclasses.is_dataclass(hints[field.name]):
-            nested = values.get(field.name) or {}
+            # The parent's default instance supplies the nested defaults, then YAML, then flags.
+            default = _default(field)
+            nested = {} if default is dataclasses.MISSING else _shallow_fields(default)
+            given = values.get(field.name) or {}
+            nested.update(_shallow_fields(given) if dataclasses.is_dataclass(given) else given)
             kwargs[field.name] = build_config(hints[field.name], nested, flags, source, prefix=dest + ".")
         elif dest in flags:
             kwargs[field.name] = flags[dest]
@@ -110,6 +114,10 @@ def _unknown_keys(values: dict[str, Any], config_cls: type, prefix: str = "") ->
         elif dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
             unknown += _unknown_keys(value, hints[key], prefix + key + ".")
     return sorted(unknown)
+
+
+def _shallow_fields(config: Any) -> dict[str, Any]:
+    return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
 
 
 def _default(field: dataclasses.Field) -> Any:

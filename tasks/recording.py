@@ -40,6 +40,13 @@ class RandomPolicy:
         return rng.uniform(space.low, space.high, size=(batch, *space.shape)).astype(space.dtype)
 
 
+# Streams of reset seeds: recording, evaluation and each online round draw from their
+# own, so an evaluation never starts from a state a training episode started from.
+COLLECT_STREAM = 1
+EVALUATION_STREAM = 2
+ONLINE_ROUND_STREAM = 1000  # round r uses ONLINE_ROUND_STREAM + r
+
+
 def reset_seeds(seed: int, count: int, stream: int = 0) -> np.ndarray:
     """``count`` distinct-looking 31-bit reset seeds for ``stream`` of a run seeded ``seed``.
 
@@ -57,6 +64,7 @@ def record_episodes(
     num_envs: int = 8,
     rng: np.random.Generator | None = None,
     max_steps: int | None = None,
+    min_steps: int | None = None,
     progress: bool = True,
 ) -> Episodes:
     """Run ``policy`` in the real environment for one episode per reset seed.
@@ -69,6 +77,8 @@ def record_episodes(
         rng: the policy's source of noise; seeded from the first reset seed if omitted.
         max_steps: stop after this many steps in total, cutting the last episodes short
             (recorded as truncated). Episodes with no step are dropped.
+        min_steps: start no new episode once this many steps are recorded; the running
+            ones finish. Fewer episodes than seeds may then be recorded.
         progress: show a progress bar on stderr.
 
     Returns:
@@ -79,6 +89,7 @@ def record_episodes(
         raise ValueError("no episodes to record")
     rng = rng or np.random.default_rng(seeds[0])
     budget = np.inf if max_steps is None else max_steps
+    enough = np.inf if min_steps is None else min_steps
     envs = [task.make_env() for _ in range(min(num_envs, len(seeds)))]
     recorders: list[_EpisodeRecorder | None] = [None] * len(envs)
     finished: dict[int, Episode] = {}
@@ -88,7 +99,8 @@ def record_episodes(
     try:
         while True:
             for slot, env in enumerate(envs):
-                if recorders[slot] is None and next_episode < len(seeds) and steps_taken < budget:
+                starting = next_episode < len(seeds) and steps_taken < min(budget, enough)
+                if recorders[slot] is None and starting:
                     observation, _ = env.reset(seed=seeds[next_episode])
                     recorders[slot] = _EpisodeRecorder(next_episode, seeds[next_episode], observation)
                     next_episode += 1

@@ -11,14 +11,9 @@ from typing import Literal
 from dreamer.behaviour import behaviour_policy
 from dreamer.config import option
 from tasks.errors import InputError
-from tasks.recording import record_episodes, reset_seeds
+from tasks.recording import COLLECT_STREAM, record_episodes, reset_seeds
 from tasks.registry import check_spaces_match, get_task
 from tasks.traces import append_traces, read_traces, write_traces
-
-# Reset seeds of recorded episodes come from this stream of the run seed; evaluation and
-# online rounds draw from others, so they never replay a recorded start.
-COLLECT_SEED_STREAM = 1
-
 
 @dataclasses.dataclass(frozen=True)
 class CollectConfig:
@@ -55,7 +50,7 @@ def run(config: CollectConfig) -> tuple[dict, str]:
 
     # Appending continues the same seed sequence, so 50 + 50 episodes start exactly
     # where 100 recorded at once would.
-    seeds = reset_seeds(config.seed, already + config.episodes, COLLECT_SEED_STREAM)[already:]
+    seeds = reset_seeds(config.seed, already + config.episodes, COLLECT_STREAM)[already:]
     started = time.perf_counter()
     episodes = record_episodes(task, policy, seeds, num_envs=config.num_envs, progress=sys.stderr.isatty())
     seconds = time.perf_counter() - started

@@ -1,0 +1,95 @@
+"""A policy learning in a world model's dreams: networks, state, and the training loop.
+
+`PolicyInDreams` owns the actor, the critic and their optimiser state, and trains them
+with jitted calls of many fused updates (see `dreamer.actor_critic`). The world model
+is passed to every call as state, so a refitted model of the same shape is used without
+recompiling, and start states sit in a padded buffer that only grows by doubling.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from tqdm import tqdm
+
+from dreamer.actor_critic import DreamConfig, DreamState, make_dream_trainer, make_networks, start_states
+from policies.networks import Actor
+from tasks.registry import Task
+
+
+class PolicyInDreams:
+    """An actor-critic trained inside a world model.
+
+    Args:
+        world_model: the model dreams run in (any model of the interface).
+        task: the task whose action space the actor acts in.
+        observations: real observations ``[N, *obs_shape]`` for the networks' input
+            statistics and as the first start states.
+        config: dream settings.
+        seed: seed of the networks' initial weights.
+    """
+
+    def __init__(self, world_model: nnx.Module, task: Task, observations: np.ndarray, config: DreamConfig, seed: int):
+        self.config = config
+        self.task = task
+        features = np.asarray(world_model.features(world_model.initial_state(np.asarray(observations, np.float32))))
+        actor, critic = make_networks(features.shape[-1], task.action_space, config, seed)
+        actor.input_norm.fit(features)
+        critic.input_norm.fit(features)
+        self._actor_graph = nnx.graphdef(actor)
+        self._init, self._train = make_dream_trainer(nnx.graphdef(world_model), actor, critic, config)
+        self.state: DreamState = self._init()
+        self.starts = start_states(observations)
+
+    def set_start_observations(self, observations: np.ndarray) -> None:
+        """Dreams start from these real observations from now on."""
+        capacity = self.starts.observations.shape[0]
+        # Keep the capacity unless the data outgrew it, so the jitted call is reused.
+        self.starts = start_states(observations, capacity if len(observations) <= capacity else None)
+
+    def train(self, world_model: nnx.Module, updates: int, key: jax.Array, log=None, progress: bool = True) -> dict:
+        """Run ``updates`` updates (rounded up to whole calls); returns the last call's metrics.
+
+        Args:
+            world_model: the model to dream in.
+            updates: how many actor-critic updates.
+            key: randomness; each call folds in its index.
+            log: called as ``log(updates_done, metrics)`` after each call.
+            progress: show a progress bar on stderr.
+        """
+        world_model_state = nnx.state(world_model)
+        calls = -(-updates // self.config.updates_per_call)
+        metrics: dict = {}
+        bar = tqdm(total=calls * self.config.updates_per_call, unit="upd", desc="dream", disable=not progress,
+                   file=sys.stderr, leave=False)
+        try:
+            for call in range(calls):
+                self.state, metrics = self._train(self.state, world_model_state, self.starts, jax.random.fold_in(key, call))
+                metrics = {name: float(value) for name, value in metrics.items()}
+                bar.update(self.config.updates_per_call)
+                bar.set_postfix(dream_return=f"{metrics['dream_return']:.1f}")
+                if log is not None:
+                    log(int(self.state.updates), metrics)
+        finally:
+            bar.close()
+        return metrics
+
+    @property
+    def actor(self) -> Actor:
+        """The current actor, as a module of its own (a copy of the trained state)."""
+        return nnx.merge(self._actor_graph, self.state.actor)
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def save_args(self) -> ocp.args.StandardSave:
+        return ocp.args.StandardSave(self.state)
+
+    def restore_args(self) -> ocp.args.StandardRestore:
+        return ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state))
+
+    def restore(self, state: DreamState) -> None:
+        self.state = DreamState(*state) if not isinstance(state, DreamState) else state

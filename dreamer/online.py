@@ -1,0 +1,220 @@
+"""The online loop: learning on the job from the policy's own deployments.
+
+Every round deploys the current policy in the real environment, appends the new
+episodes to the run's trace file, refits the world model (warm, on all training
+episodes), and trains the policy further in dreams. After each round the deterministic
+policy is evaluated on fresh reset seeds; those evaluation episodes are measurement
+only and never enter the traces. ``real_steps`` is a hard cap on the real steps used
+for learning, counted from the first random step: the last episode is cut there and
+recorded as truncated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from tqdm import tqdm
+
+from dreamer.actor_critic import DreamConfig
+from dreamer.dreaming import PolicyInDreams
+from dreamer.config import option
+from policies.acting import ActorPolicy
+from policies.saving import save_policy
+from tasks.episodes import Episodes
+from tasks.errors import InputError
+from tasks.recording import (
+    EVALUATION_STREAM,
+    ONLINE_ROUND_STREAM,
+    RandomPolicy,
+    record_episodes,
+    reset_seeds,
+)
+from tasks.registry import get_task
+from tasks.run_directory import RunDirectory
+from tasks.splits import SplitFractions, fitting_episodes
+from tasks.traces import append_traces, read_traces, write_traces
+from worldmodel.ensemble import EnsembleConfig
+from worldmodel.fit import FitConfig, fit_world_model
+from worldmodel.saving import build_model, load, save_model
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    task: str = option(help="task name or gym:ENV_ID")
+    out: str = option(help="run directory to write")
+    real_steps: int = option(3000, help="hard cap on real environment steps used for learning")
+    random_steps: int = option(200, help="the first round acts randomly for at least this many steps")
+    steps_per_round: int = option(200, help="each later round deploys the policy for at least this many steps")
+    eval_episodes: int = option(10, help="deterministic evaluation episodes on fresh seeds after each round")
+    explore: str = option("sample", help="how the deployed policy explores: 'sample' from the actor, or 'noisy:SIGMA'")
+    ensemble: EnsembleConfig = option(EnsembleConfig(hidden_size=128, hidden_layers=3), help="world model settings")
+    fit: FitConfig = option(FitConfig(max_updates=1000, updates_per_call=250, patience=2), help="refit per round")
+    dream: DreamConfig = option(DreamConfig(), help="policy training in dreams")
+    dream_updates: int = option(1000, help="actor-critic updates per round")
+    validation_fraction: float = option(0.0, help="share of episodes kept for early stopping of the refit")
+    heldout_fraction: float = option(0.0, help="share of episodes kept out of all learning")
+    split_seed: int = option(0, help="seed of the episode-content hash that assigns splits")
+    resume: bool = option(False, help="continue a killed run in --out from its last round")
+    seed: int = option(0, help="seed of everything random in the run")
+
+    def __post_init__(self):
+        if self.real_steps < 1 or self.random_steps < 1 or self.steps_per_round < 1:
+            raise ValueError("real_steps, random_steps and steps_per_round must be at least 1")
+        if not (self.explore == "sample" or self.explore.startswith("noisy:")):
+            raise ValueError(f"--explore must be 'sample' or 'noisy:SIGMA', got {self.explore}")
+
+    @property
+    def fractions(self) -> SplitFractions:
+        return SplitFractions(
+            train=1.0 - self.validation_fraction - self.heldout_fraction,
+            validation=self.validation_fraction,
+            heldout=self.heldout_fraction,
+        )
+
+
+def run_online(config: RunConfig, progress: bool | None = None) -> dict:
+    """Run the online loop to its real-step budget; returns the summary it writes."""
+    started = time.perf_counter()
+    progress = sys.stderr.isatty() if progress is None else progress
+    task = get_task(config.task)
+    run = RunDirectory(config.out, config, resume=config.resume)
+    traces_path = Path(config.out) / "traces"
+    manager = ocp.CheckpointManager(
+        (Path(config.out) / "checkpoints" / "online").absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False),
+    )
+    key = jax.random.key(config.seed)
+    evaluation_seeds = reset_seeds(config.seed, config.eval_episodes, EVALUATION_STREAM)
+    state = {"round": 0, "real_steps": 0, "eval_steps": 0, "evaluations": []}
+    model = policy = None
+
+    if config.resume and manager.latest_step() is not None:
+        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
+        state = dict(restored["progress"])
+        model = load(config.out)
+        episodes = read_traces(traces_path).episodes
+        policy = PolicyInDreams(model, task, episodes.observations, config.dream, config.seed)
+        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(dream=policy.restore_args()))
+        policy.restore(restored["dream"])
+        run.truncate_metrics(state["real_steps"])
+
+    bar = tqdm(total=config.real_steps, initial=state["real_steps"], unit="step", desc=f"run {task.name}",
+               disable=not progress, file=sys.stderr)
+    try:
+        while state["real_steps"] < config.real_steps:
+            round_index = state["round"]
+            round_key = jax.random.fold_in(key, round_index)
+            # Per-round generators, so a resumed run draws what an uninterrupted one would.
+            rng = np.random.default_rng([config.seed, round_index])
+            behaviour = RandomPolicy(task.action_space) if policy is None else _explorer(policy, config.explore)
+            wanted = config.random_steps if policy is None else config.steps_per_round
+            remaining = config.real_steps - state["real_steps"]
+            new = record_episodes(
+                task, behaviour, reset_seeds(config.seed, wanted + 1, ONLINE_ROUND_STREAM + round_index),
+                num_envs=1, rng=rng, max_steps=remaining, min_steps=min(wanted, remaining), progress=False,
+            )
+            if traces_path.exists():
+                episodes = append_traces(traces_path, new).episodes
+            else:
+                write_traces(traces_path, new, task, algorithm_name="dreamer run")
+                episodes = new
+            state["real_steps"] += new.num_steps
+            bar.update(new.num_steps)
+
+            train, validation = fitting_episodes(episodes, config.split_seed, config.fractions)
+            if train is None:
+                raise InputError(config.out, "no episode landed in the training split; lower the held-out fraction")
+            if model is None:
+                model = build_model("ensemble", task.observation_space.shape, *_action_spec(task), config.ensemble, seed=config.seed)
+            fit = fit_world_model(model, train, validation, config.fit, seed=config.seed + round_index, progress=False)
+            observations = start_observations(train)
+            if policy is None:
+                policy = PolicyInDreams(model, task, observations, config.dream, config.seed)
+            policy.set_start_observations(observations)
+            dream = policy.train(model, config.dream_updates, round_key, progress=progress)
+
+            evaluation = record_episodes(
+                task, ActorPolicy(policy.actor), evaluation_seeds, num_envs=config.eval_episodes, progress=False
+            )
+            state["eval_steps"] += evaluation.num_steps
+            returns = evaluation.returns()
+            state["evaluations"].append({"real_steps": state["real_steps"], "mean_return": float(returns.mean())})
+            state["round"] = round_index + 1
+            metrics = {
+                "real_return": float(returns.mean()),
+                "real_return_std": float(returns.std()),
+                "deployed_return": float(new.returns().mean()),
+                "dream_return": dream["dream_return"],
+                "world_model_validation_loss": fit.validation_loss,
+                "world_model_updates": fit.updates,
+                "episodes": episodes.num_episodes,
+                "eval_steps": state["eval_steps"],
+                "wall_seconds": time.perf_counter() - started,
+                **{f"dream/{name}": value for name, value in dream.items()},
+            }
+            run.log(state["real_steps"], metrics)
+            bar.set_postfix(real_return=f"{returns.mean():.1f}")
+            save_model(config.out, model, {"task": task.name, "traces": str(traces_path.absolute()), "split_seed": config.split_seed})
+            manager.save(state["real_steps"], args=ocp.args.Composite(
+                dream=policy.save_args(), progress=ocp.args.JsonSave(state)))
+            manager.wait_until_finished()
+    finally:
+        bar.close()
+        manager.close()
+        run.close()
+
+    save_policy(config.out, policy.actor, task, {"trained_by": "dreamer run"})
+    summary = summarise(state, task.reward_threshold, time.perf_counter() - started)
+    run.write_summary(summary)
+    return summary
+
+
+def summarise(state: dict, threshold: float | None, wall_seconds: float) -> dict:
+    """The run's figures: budget used, final return, and when the threshold was reached."""
+    evaluations = state["evaluations"]
+    return {
+        "real_steps": state["real_steps"],
+        "eval_steps": state["eval_steps"],
+        "wall_seconds": wall_seconds,
+        "rounds": state["round"],
+        "final_mean_return": evaluations[-1]["mean_return"] if evaluations else None,
+        "reward_threshold": threshold,
+        "steps_to_threshold": steps_to_threshold(evaluations, threshold),
+        "evaluations": evaluations,
+    }
+
+
+def steps_to_threshold(evaluations: list[dict], threshold: float | None) -> int | None:
+    """The first real-step count from which every later evaluation stays at or above the threshold."""
+    if threshold is None or not evaluations:
+        return None
+    first = None
+    for evaluation in evaluations:
+        if evaluation["mean_return"] >= threshold:
+            first = evaluation["real_steps"] if first is None else first
+        else:
+            first = None
+    return first
+
+
+def _explorer(policy: PolicyInDreams, explore: str) -> ActorPolicy:
+    if explore == "sample":
+        return ActorPolicy(policy.actor, mode="sample")
+    return ActorPolicy(policy.actor, mode="noisy", noise=float(explore.split(":", 1)[1]))
+
+
+def _action_spec(task) -> tuple[int, bool]:
+    space = task.action_space
+    discrete = hasattr(space, "n")
+    return (int(space.n) if discrete else int(np.prod(space.shape))), discrete
+
+
+def start_observations(episodes: Episodes) -> np.ndarray:
+    """Every observation a step was taken from: the states dreams may start in."""
+    return episodes.observations[episodes.transitions()[0]]

@@ -1,0 +1,56 @@
+"""A trained actor as a behaviour policy for the real environment.
+
+Evaluation acts deterministically (the actor's mode). Recording and deployment may add
+exploration: the actor's own sampling, or the mode with Gaussian noise on continuous
+actions (sigma in units of half the action range, clipped to the bounds) and
+epsilon-greedy on discrete ones.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from policies.networks import Actor
+
+
+class ActorPolicy:
+    """Calls a jitted actor on a batch of observations.
+
+    Args:
+        actor: the trained actor.
+        mode: ``deterministic`` (the mode), ``sample`` (the actor's own distribution), or
+            ``noisy`` (the mode plus ``noise``).
+        noise: Gaussian sigma (continuous) or epsilon (discrete) for ``noisy``.
+    """
+
+    def __init__(self, actor: Actor, mode: str = "deterministic", noise: float = 0.0):
+        if mode not in ("deterministic", "sample", "noisy"):
+            raise ValueError(f"unknown acting mode {mode}")
+        self.mode, self.noise = mode, noise
+        self.discrete = actor.discrete
+        self.action_size = actor.action_size
+        if not actor.discrete:
+            self.low = np.asarray(actor.action_low[...])
+            self.high = np.asarray(actor.action_high[...])
+        self._graph, self._state = nnx.split(actor)
+        self._act = jax.jit(self._act_pure)
+
+    def __call__(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        key = jax.random.key(int(rng.integers(2**31)))
+        actions = np.asarray(self._act(self._state, jnp.asarray(observations, dtype=jnp.float32), key))
+        if self.mode != "noisy" or self.noise <= 0:
+            return actions
+        if self.discrete:
+            explore = rng.random(len(actions)) < self.noise
+            return np.where(explore, rng.integers(0, self.action_size, len(actions)), actions)
+        noisy = actions + rng.normal(0.0, self.noise, actions.shape) * 0.5 * (self.high - self.low)
+        return np.clip(noisy, self.low, self.high).astype(actions.dtype)
+
+    def _act_pure(self, state, observations, key):
+        actor = nnx.merge(self._graph, state)
+        if self.mode == "sample":
+            return actor.sample(observations, key)[0]
+        return actor.mode(observations)

@@ -1,0 +1,57 @@
+"""Saving a trained actor into its run directory, and loading it back with one call.
+
+    RUN/policy.json            the task, what the actor sees, and its network config
+    RUN/checkpoints/policy/    its parameters and input statistics (an orbax checkpoint)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from policies.networks import Actor, NetworkConfig
+from tasks.errors import InputError
+from tasks.registry import Task, get_task
+
+POLICY_FILE = "policy.json"
+
+
+def save_policy(run_dir: str | Path, actor: Actor, task: Task, provenance: dict[str, Any] | None = None) -> None:
+    """Write ``policy.json`` and the actor's state into ``run_dir``, replacing older ones."""
+    run_dir = Path(run_dir)
+    spec = {
+        "task": task.name,
+        "features": "observation",
+        "feature_size": int(actor.input_norm.mean[...].shape[0]),
+        "network": dataclasses.asdict(actor.config),
+        **(provenance or {}),
+    }
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save((run_dir / "checkpoints" / "policy").absolute(), nnx.to_pure_dict(nnx.state(actor)), force=True)
+    checkpointer.wait_until_finished()
+    (run_dir / POLICY_FILE).write_text(json.dumps(spec, indent=2))
+
+
+def load_policy(run_dir: str | Path) -> tuple[Actor, Task, dict[str, Any]]:
+    """The actor saved in ``run_dir``, its task, and its ``policy.json``."""
+    path = Path(run_dir) / POLICY_FILE
+    if not path.is_file():
+        raise InputError(run_dir, "holds no saved policy (no policy.json in this run directory)")
+    spec = json.loads(path.read_text())
+    task = get_task(spec["task"])
+    actor = Actor(spec["feature_size"], task.action_space, NetworkConfig(**spec["network"]), nnx.Rngs(0))
+    state = nnx.state(actor)
+    try:
+        restored = ocp.StandardCheckpointer().restore(
+            (Path(run_dir) / "checkpoints" / "policy").absolute(), nnx.to_pure_dict(state)
+        )
+    except Exception as error:
+        raise InputError(run_dir, f"the policy checkpoint cannot be read ({type(error).__name__}: {error})") from None
+    nnx.replace_by_pure_dict(state, restored)
+    nnx.update(actor, state)
+    return actor, task, spec
