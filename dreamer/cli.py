@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from dreamer.commands import check, collect, fit, traces
+from dreamer.commands import check, collect, dream, evaluate, fit, traces
 from dreamer.commands import run as run_command
 from dreamer.online import RunConfig
 from dreamer.config import add_config_arguments, config_from_args
@@ -45,8 +45,12 @@ COMMANDS = (
             "fit a world model on a trace file's training split, early-stopped on validation"),
     Command(("check",), check.CheckConfig, check.run,
             "measure a world model's open-loop error on held-out episodes beside two trivial predictors"),
+    Command(("dream",), dream.DreamCommandConfig, dream.run,
+            "train a policy purely in a fitted world model's dreams, from a fixed trace file"),
     Command(("run",), RunConfig, run_command.run,
             "learn on the job: deploy, record, refit the world model, train the policy in dreams, repeat"),
+    Command(("evaluate",), evaluate.EvaluateConfig, evaluate.run,
+            "a saved policy's real return, acting deterministically from fresh reset seeds"),
 )
 
 

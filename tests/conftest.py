@@ -13,6 +13,12 @@ def record_random(task_name: str, episodes: int, seed: int = 0):
     return record_episodes(task, RandomPolicy(task.action_space), reset_seeds(seed, episodes), progress=False)
 
 
+@pytest.fixture(scope="session", name="record_random")
+def record_random_fixture():
+    """`record_random(task_name, episodes, seed=0)`: real random-policy episodes."""
+    return record_random
+
+
 @pytest.fixture(scope="session")
 def pendulum_episodes():
     """Six random Pendulum-v1 episodes (200 steps each, all truncated)."""

@@ -89,8 +89,8 @@ class EnsembleModel(nnx.Module):
             [EnsembleLinear(config.members, a, b, rngs) for a, b in zip(sizes[:-1], sizes[1:])]
         )
         self.head = EnsembleLinear(config.members, config.hidden_size, 2 * target_size, rngs)
-        self.max_logvar = nnx.Param(jnp.full(target_size, config.max_logvar))
-        self.min_logvar = nnx.Param(jnp.full(target_size, config.min_logvar))
+        self.max_logvar = nnx.Param(jnp.full(target_size, config.max_logvar, dtype=jnp.float32))
+        self.min_logvar = nnx.Param(jnp.full(target_size, config.min_logvar, dtype=jnp.float32))
         width = config.termination_hidden
         self.termination = nnx.List(
             [nnx.Linear(obs_size, width, rngs=rngs), nnx.Linear(width, width, rngs=rngs), nnx.Linear(width, 1, rngs=rngs)]

@@ -15,10 +15,12 @@ def gaussian_nll(mean: jax.Array, logvar: jax.Array, target: jax.Array) -> jax.A
 
 
 def soft_bound(raw: jax.Array, lower: jax.Array, upper: jax.Array) -> jax.Array:
-    """Squash ``raw`` smoothly into ``(lower, upper)`` with softplus, keeping gradients alive.
+    """Squash ``raw`` smoothly towards ``(lower, upper)`` with softplus, keeping gradients alive.
 
     The PETS bounds on predicted log-variance: a hard clip would stop learning wherever
-    the prediction sits outside the range.
+    the prediction sits outside the range. The result is always above ``lower``; far
+    above the range it tends to ``upper + log(1 + exp(lower - upper))``, a hair above
+    ``upper`` for bounds far apart (by 2.8e-5 for the default -10 and 0.5).
     """
     bounded = upper - jax.nn.softplus(upper - raw)
     return lower + jax.nn.softplus(bounded - lower)
