@@ -177,7 +177,10 @@ class EnsembleModel(nnx.Module):
         prediction = self.target_norm.denormalize(mean.reshape(-1, mean.shape[-1])[:batch])
         next_obs = state + prediction[:, : self._obs_size].reshape(state.shape)
         reward = prediction[:, self._obs_size]
-        continue_prob = jax.nn.sigmoid(-self._termination_logit(next_obs.reshape(batch, -1)))
+        # The classifier trains with terminal steps up-weighted (for balanced accuracy);
+        # shifting its logit by log(weight) undoes that prior, so dreams see calibrated odds.
+        calibrated = self._termination_logit(next_obs.reshape(batch, -1)) - jnp.log(self.terminal_weight[...])
+        continue_prob = jax.nn.sigmoid(-calibrated)
         return next_obs, reward, continue_prob
 
     def features(self, state: jax.Array) -> jax.Array:
