@@ -11,6 +11,7 @@ one would. Works with any model of the interface; a model with ``validation_loss
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -112,10 +113,8 @@ def fit_world_model(
     data = sequence_data(train)
     validation_batch = transition_batch(validation if validation is not None else train)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    optimizer = _optimizer(config)
+    train_calls, validate, optimizer = _compiled_functions(graphdef, config, members)
     opt_state = optimizer.init(params)
-    train_calls = _make_train_calls(graphdef, optimizer, config, members)
-    validate = _make_validate(graphdef)
 
     progress_state = {"call": 0, "updates": 0, "best_loss": math.inf, "stale": 0, "best_call": -1}
     best_params = params
@@ -128,9 +127,10 @@ def fit_world_model(
     key = jax.random.key(seed)
     bar = tqdm(total=calls * config.updates_per_call, initial=progress_state["updates"], unit="upd",
                desc="fit world model", disable=not progress, file=sys.stderr, leave=False)
-    stopped_early = False
     try:
-        while progress_state["call"] < calls:
+        # A resumed run that had already stopped early stays stopped.
+        stopped_early = validation is not None and progress_state["stale"] >= config.patience
+        while progress_state["call"] < calls and not stopped_early:
             call = progress_state["call"]
             params, opt_state, metrics = train_calls(params, opt_state, rest, data, jax.random.fold_in(key, call))
             updates = (call + 1) * config.updates_per_call
@@ -155,12 +155,9 @@ def fit_world_model(
             bar.set_postfix(train=f"{train_loss:.3f}", validation=f"{validation_loss:.4f}")
             if run is not None:
                 run.log(updates, logged)
-            stop = validation is not None and progress_state["stale"] >= config.patience
             if manager is not None:
                 _save(manager, graphdef, params, opt_state, best_params, rest, progress_state)
-            if stop:
-                stopped_early = True
-                break
+            stopped_early = validation is not None and progress_state["stale"] >= config.patience
     finally:
         bar.close()
         if manager is not None:
@@ -181,6 +178,17 @@ def fit_world_model(
         transitions_per_second=transitions / seconds,
         wall_seconds=seconds,
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_functions(graphdef, config: FitConfig, members: int):
+    """The jitted training and validation functions, built once per model structure.
+
+    The online loop refits the same model every round; keeping the same jitted functions
+    means a round only compiles again when the data outgrows its padded capacity.
+    """
+    optimizer = _optimizer(config)
+    return _make_train_calls(graphdef, optimizer, config, members), _make_validate(graphdef), optimizer
 
 
 def _optimizer(config: FitConfig) -> optax.GradientTransformation:
