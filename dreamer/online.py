@@ -12,6 +12,7 @@ recorded as truncated.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ from tasks.recording import (
 from tasks.registry import get_task
 from tasks.run_directory import RunDirectory
 from tasks.splits import SplitFractions, fitting_episodes
-from tasks.traces import append_traces, read_traces, write_traces
+from tasks.traces import append_traces, keep_first_episodes, write_traces
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig, fit_world_model
 from worldmodel.saving import build_model, load, save_model
@@ -91,17 +92,22 @@ def run_online(config: RunConfig, progress: bool | None = None) -> dict:
     )
     key = jax.random.key(config.seed)
     evaluation_seeds = reset_seeds(config.seed, config.eval_episodes, EVALUATION_STREAM)
-    state = {"round": 0, "real_steps": 0, "eval_steps": 0, "evaluations": []}
+    state = {"round": 0, "real_steps": 0, "eval_steps": 0, "episodes": 0, "evaluations": []}
     model = policy = None
 
-    if config.resume and manager.latest_step() is not None:
-        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
-        state = dict(restored["progress"])
-        model = load(config.out)
-        episodes = read_traces(traces_path).episodes
-        policy = PolicyInDreams(model, task, episodes.observations, config.dream, config.seed)
-        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(dream=policy.restore_args()))
-        policy.restore(restored["dream"])
+    if config.resume:
+        # Everything after the last round checkpoint is undone and redone: episodes a
+        # killed round already appended, and the lines it already logged.
+        if manager.latest_step() is not None:
+            restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
+            state = dict(restored["progress"])
+            episodes = keep_first_episodes(traces_path, state["episodes"])
+            model = load(config.out)
+            policy = PolicyInDreams(model, task, start_observations(episodes), config.dream, config.seed)
+            restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(dream=policy.restore_args()))
+            policy.restore(restored["dream"])
+        elif traces_path.exists():
+            shutil.rmtree(traces_path)
         run.truncate_metrics(state["real_steps"])
 
     bar = tqdm(total=config.real_steps, initial=state["real_steps"], unit="step", desc=f"run {task.name}",
@@ -146,6 +152,7 @@ def run_online(config: RunConfig, progress: bool | None = None) -> dict:
             returns = evaluation.returns()
             state["evaluations"].append({"real_steps": state["real_steps"], "mean_return": float(returns.mean())})
             state["round"] = round_index + 1
+            state["episodes"] = episodes.num_episodes
             metrics = {
                 "real_return": float(returns.mean()),
                 "real_return_std": float(returns.std()),

@@ -222,6 +222,29 @@ def _recorded_task(metadata: dict) -> Task | None:
     return None
 
 
+def keep_first_episodes(location: str | os.PathLike, count: int) -> Episodes:
+    """Cut a trace file back to its first ``count`` episodes (for resuming a killed run).
+
+    The kept episodes are rewritten unchanged into a new dataset that replaces the old
+    one; nothing happens if the file holds no more than ``count`` episodes.
+    """
+    existing = read_traces(location)
+    if existing.episodes.num_episodes <= count:
+        return existing.episodes
+    if existing.task is None:
+        raise InputError(location, "names no task, so it cannot be rewritten")
+    kept = existing.episodes.select(range(count))
+    dataset_path = existing.dataset_path
+    rewritten = dataset_path.with_name(f".{dataset_path.name}.kept-{os.getpid()}")
+    shutil.rmtree(rewritten, ignore_errors=True)
+    write_traces(rewritten, kept, existing.task, existing.data_format, algorithm_name="dreamer (resumed)")
+    retired = dataset_path.with_name(f".{dataset_path.name}.replaced-{os.getpid()}")
+    dataset_path.rename(retired)
+    rewritten.rename(dataset_path)
+    shutil.rmtree(retired, ignore_errors=True)
+    return kept
+
+
 def _episode_from_minari(raw: dict, seed, observation_space, action_space, index: int, path: str) -> Episode:
     def as_array(field: str, space: gym.Space | None = None) -> np.ndarray:
         value = raw[field]

@@ -119,8 +119,10 @@ def fit_world_model(
     progress_state = {"call": 0, "updates": 0, "best_loss": math.inf, "stale": 0, "best_call": -1}
     best_params = params
     manager = _checkpoint_manager(run) if run is not None else None
-    if resume and manager is not None and manager.latest_step() is not None:
-        params, opt_state, best_params, progress_state = _restore(manager, params, opt_state, rest)
+    if resume and manager is not None:
+        if manager.latest_step() is not None:
+            params, opt_state, best_params, progress_state = _restore(manager, params, opt_state, rest)
+        # Lines logged after the last checkpoint are logged again as the work is redone.
         run.truncate_metrics(progress_state["updates"])
 
     calls = math.ceil(config.max_updates / config.updates_per_call)

@@ -69,8 +69,11 @@ def run(config: DreamCommandConfig) -> tuple[dict, str]:
         (Path(config.out) / "checkpoints" / "dream").absolute(),
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False),
     )
-    if config.resume and manager.latest_step() is not None:
-        policy.restore(manager.restore(manager.latest_step(), args=ocp.args.Composite(dream=policy.restore_args()))["dream"])
+    if config.resume:
+        if manager.latest_step() is not None:
+            restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(dream=policy.restore_args()))
+            policy.restore(restored["dream"])
+        # Lines logged after the last checkpoint are logged again as the work is redone.
         run_dir.truncate_metrics(int(policy.state.updates))
 
     def log(updates: int, metrics: dict) -> None:

@@ -1,0 +1,66 @@
+"""`dreamer dream`: a policy trained purely in a fitted world model, from a fixed trace file."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from policies.saving import load_policy
+from tasks.splits import fitting_episodes
+from tasks.traces import read_traces
+from worldmodel.saving import load
+
+
+def test_dream_refuses_a_directory_without_a_fitted_model_in_one_line(cli, tmp_path, dream_argv, pendulum_trace_file):
+    not_a_model = tmp_path / "empty"
+    not_a_model.mkdir()
+
+    for world_model in (not_a_model, pendulum_trace_file, tmp_path / "missing"):
+        code, out, err = cli(*dream_argv(world_model, tmp_path / "out", 30))
+
+        assert code == 2 and out == ""
+        assert len(err.splitlines()) == 1 and err.startswith("dreamer: error: "), err
+        assert str(world_model) in err and "model.json" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dream_writes_a_policy_and_a_summary_with_no_real_steps(dreamed_pendulum_policy):
+    summary = json.loads((dreamed_pendulum_policy / "summary.json").read_text())
+    actor, task, spec = load_policy(dreamed_pendulum_policy)
+
+    assert summary["real_steps"] == 0 and summary["eval_steps"] == 0
+    assert summary["updates"] == 30 and summary["task"] == "pendulum"
+    assert np.isfinite(summary["final_dream_return"])
+    assert task.name == "pendulum" and spec["trained_by"] == "dreamer dream"
+    assert (dreamed_pendulum_policy / "config.yaml").is_file()
+    assert [line["step"] for line in map(json.loads, (dreamed_pendulum_policy / "metrics.jsonl").read_text().splitlines())] == [10, 20, 30]
+
+
+def test_dreams_halt_by_default_at_twice_the_largest_disagreement_on_training_transitions(dreamed_pendulum_policy, pendulum_world_model):
+    summary = json.loads((dreamed_pendulum_policy / "summary.json").read_text())
+
+    model = load(pendulum_world_model)
+    spec = json.loads((pendulum_world_model / "model.json").read_text())
+    train, _ = fitting_episodes(read_traces(spec["traces"]).episodes, spec["split_seed"])
+    before, _ = train.transitions()
+    disagreement = jax.jit(lambda obs, act: model.uncertainty(model.initial_state(obs), act))(
+        jnp.asarray(train.observations[before], jnp.float32), jnp.asarray(train.actions)
+    )
+
+    assert summary["halt_threshold"] > 0
+    assert summary["halt_threshold"] == pytest.approx(2.0 * float(np.max(disagreement)), rel=1e-5)
+    assert summary["uncertainty_penalty"] == 1.0
+
+
+def test_halt_multiple_zero_turns_halting_off(cli, tmp_path, dream_argv, pendulum_world_model):
+    code, out, err = cli(*dream_argv(pendulum_world_model, tmp_path / "run", 10, "--halt-multiple", "0", "--json"))
+
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["halt_threshold"] == 0.0 and summary["real_steps"] == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["halt_threshold"] == 0.0
+    assert (tmp_path / "run" / "policy.json").is_file()
