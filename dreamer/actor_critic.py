@@ -47,6 +47,10 @@ class DreamConfig:
         entropy: weight of the entropy bonus.
         target_rate: how fast the target critic follows the critic per update.
         gradient: continuous actions learn by backprop through the dynamics, or by REINFORCE.
+        saturation_limit: the actor's pre-tanh mean may grow to this size freely...
+        saturation_penalty: ...and beyond it pays this times the squared excess. A mean
+            deep in tanh's flat tails passes almost no gradient back from the dynamics,
+            so an actor that slams into a bound early would stay there for good.
         uncertainty_penalty: MOPO's lambda: imagined reward minus this times disagreement.
         halt_threshold: end a dream where disagreement exceeds this (0 disables).
         updates_per_call: updates fused into one jitted call.
@@ -62,6 +66,8 @@ class DreamConfig:
     entropy: float = 3e-4
     target_rate: float = 0.02
     gradient: Literal["dynamics", "reinforce"] = "dynamics"
+    saturation_limit: float = 2.0
+    saturation_penalty: float = 1.0
     uncertainty_penalty: float = 0.0
     halt_threshold: float = 0.0
     updates_per_call: int = 100
@@ -169,6 +175,10 @@ def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: 
             objective = dream.log_probs * advantage
         entropy = -dream.log_probs if not discrete else _categorical_entropy(actor_module, dream.features[:-1])
         loss = -jnp.mean(weights * (objective + config.entropy * entropy))
+        if not discrete:
+            features = jax.lax.stop_gradient(dream.features[:-1])
+            excess = jax.nn.relu(jnp.abs(actor_module.pre_squash_mean(features)) - config.saturation_limit)
+            loss = loss + config.saturation_penalty * jnp.mean(excess**2)
         aux = (jax.lax.stop_gradient(dream), jax.lax.stop_gradient(returns), weights, return_scale, rewards)
         return loss, aux
 

@@ -20,11 +20,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import nnx
 from tqdm import tqdm
 
 from dreamer.actor_critic import DreamConfig
-from dreamer.dreaming import PolicyInDreams
 from dreamer.config import option
+from dreamer.dreaming import PolicyInDreams
 from policies.acting import ActorPolicy
 from policies.saving import save_policy
 from tasks.episodes import Episodes
@@ -42,7 +43,7 @@ from tasks.splits import SplitFractions, fitting_episodes
 from tasks.traces import append_traces, keep_first_episodes, write_traces
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig, fit_world_model
-from worldmodel.saving import build_model, load, save_model
+from worldmodel.saving import build_model, save_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,9 +103,15 @@ def run_online(config: RunConfig, progress: bool | None = None) -> dict:
             restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
             state = dict(restored["progress"])
             episodes = keep_first_episodes(traces_path, state["episodes"])
-            model = load(config.out)
+            model = build_model("ensemble", task.observation_space.shape, *_action_spec(task), config.ensemble, seed=config.seed)
             policy = PolicyInDreams(model, task, start_observations(episodes), config.dream, config.seed)
-            restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(dream=policy.restore_args()))
+            model_state = nnx.state(model)
+            restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+                dream=policy.restore_args(),
+                world_model=ocp.args.StandardRestore(nnx.to_pure_dict(model_state)),
+            ))
+            nnx.replace_by_pure_dict(model_state, restored["world_model"])
+            nnx.update(model, model_state)
             policy.restore(restored["dream"])
         elif traces_path.exists():
             shutil.rmtree(traces_path)
@@ -168,8 +175,13 @@ def run_online(config: RunConfig, progress: bool | None = None) -> dict:
             run.log(state["real_steps"], metrics)
             bar.set_postfix(real_return=f"{returns.mean():.1f}")
             save_model(config.out, model, {"task": task.name, "traces": str(traces_path.absolute()), "split_seed": config.split_seed})
+            # The round's world model sits in the same checkpoint as the policy and progress,
+            # so a resumed run never pairs one round's model with another round's policy.
             manager.save(state["real_steps"], args=ocp.args.Composite(
-                dream=policy.save_args(), progress=ocp.args.JsonSave(state)))
+                dream=policy.save_args(),
+                world_model=ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(model))),
+                progress=ocp.args.JsonSave(state),
+            ))
             manager.wait_until_finished()
     finally:
         bar.close()

@@ -91,6 +91,10 @@ class Actor(nnx.Module):
         mean, std = self._gaussian(outputs)
         return tanh_gaussian_log_prob(self._to_unit_range(action), mean, std)
 
+    def pre_squash_mean(self, features: jax.Array) -> jax.Array:
+        """The Gaussian's mean before tanh (continuous actions only)."""
+        return self._gaussian(self.net(self.input_norm.normalize(features)))[0]
+
     def _gaussian(self, outputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         mean, raw_std = jnp.split(outputs, 2, axis=-1)
         low, high = self.config.min_std, self.config.max_std
