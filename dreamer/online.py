@@ -51,7 +51,7 @@ class RunConfig:
     task: str = option(help="task name or gym:ENV_ID")
     out: str = option(help="run directory to write")
     real_steps: int = option(3000, help="hard cap on real environment steps used for learning")
-    random_steps: int = option(200, help="the first round acts randomly for at least this many steps")
+    random_steps: int = option(400, help="the first round acts randomly for at least this many steps")
     steps_per_round: int = option(200, help="each later round deploys the policy for at least this many steps")
     eval_episodes: int = option(10, help="deterministic evaluation episodes on fresh seeds after each round")
     explore: str = option("sample", help="how the deployed policy explores: 'sample' from the actor, or 'noisy:SIGMA'")
