@@ -12,8 +12,6 @@ two trivial predictors, and CartPole's termination balanced accuracy at horizons
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import sys
 import tempfile
@@ -22,24 +20,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
 
-from dreamer.cli import main as dreamer  # noqa: E402
-
-
-def run(argv: list[str]) -> dict:
-    """One dreamer command in-process; its --json output parsed."""
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        code = dreamer([*argv, "--json"])
-    if code != 0:
-        raise SystemExit(f"dreamer {' '.join(argv)} failed with status {code}")
-    return json.loads(stdout.getvalue())
+from command_line import dreamer_json as run  # noqa: E402
 
 
 def fidelity(task: str, episodes: int, out: Path, seed: int) -> dict:
     traces, model = out / f"traces-{task}", out / f"wm-{task}"
-    run(["collect", "--task", task, "--episodes", str(episodes), "--seed", str(seed), "--out", str(traces)])
-    fitted = run(["fit", "--traces", str(traces), "--out", str(model), "--seed", str(seed)])
-    report = run(["check", "--world-model", str(model), "--traces", str(traces), "--seed", str(seed)])
+    run("collect", "--task", task, "--episodes", episodes, "--seed", seed, "--out", traces)
+    fitted = run("fit", "--traces", traces, "--out", model, "--seed", seed)
+    report = run("check", "--world-model", model, "--traces", traces, "--seed", seed)
     predictors = report["predictors"]
     at_15 = {name: values["obs_rmse"][14] for name, values in predictors.items()}
     result = {

@@ -14,8 +14,6 @@ Prints one JSON object with the behaviour's mean return and both dream-trained r
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import sys
 import tempfile
@@ -24,18 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
 
-from dreamer.cli import main as dreamer  # noqa: E402
+from command_line import dreamer_json as run  # noqa: E402
 
 MIDDLING = (-900.0, -500.0)
-
-
-def run(*argv: str) -> dict:
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        code = dreamer([*argv, "--json"])
-    if code != 0:
-        raise SystemExit(f"dreamer {' '.join(argv)} failed with status {code}")
-    return json.loads(stdout.getvalue())
 
 
 def middling_policy(out: Path, seed: int) -> tuple[Path, dict]:

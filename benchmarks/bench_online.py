@@ -12,8 +12,6 @@ included; then the median and range over seeds.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import statistics
 import sys
@@ -23,17 +21,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
 
-from dreamer.cli import main as dreamer  # noqa: E402
+from command_line import dreamer_json  # noqa: E402
 
 
 def run_seed(task: str, real_steps: int, seed: int, out: Path, extra: list[str]) -> dict:
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        code = dreamer(["run", "--task", task, "--real-steps", str(real_steps), "--seed", str(seed),
-                        "--out", str(out / f"{task}-seed{seed}"), "--json", *extra])
-    if code != 0:
-        raise SystemExit(f"dreamer run failed for seed {seed} with status {code}")
-    summary = json.loads(stdout.getvalue())
+    summary = dreamer_json("run", "--task", task, "--real-steps", real_steps, "--seed", seed,
+                           "--out", out / f"{task}-seed{seed}", *extra)
     return {
         "seed": seed,
         "final_mean_return": summary["final_mean_return"],

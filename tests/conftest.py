@@ -1,8 +1,18 @@
-"""Shared fixtures: small sets of real recorded episodes."""
+"""Shared fixtures: small sets of real recorded episodes, and one compilation cache.
+
+Each fit and each dream builds its own jitted step, so the tests share JAX's persistent
+compilation cache (a temporary folder for the session, handed to CLI subprocesses
+through the environment): programs of the same shapes then compile once, not once per
+test. The cache only stores XLA executables; what runs is the real code either way.
+"""
 
 from __future__ import annotations
 
+import os
+
+import jax
 import pytest
+from jax.experimental.compilation_cache import compilation_cache
 
 from tasks.recording import RandomPolicy, record_episodes, reset_seeds
 from tasks.registry import get_task
@@ -29,3 +39,31 @@ def pendulum_episodes():
 def cartpole_episodes():
     """Twenty random CartPole-v1 episodes (short, ending in termination)."""
     return record_random("cartpole", 20)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def jax_compilation_cache(tmp_path_factory):
+    """A persistent compilation cache for this session, in a temporary folder."""
+    path = tmp_path_factory.mktemp("jax-compilation-cache")
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    saved = {name: getattr(jax.config, name) for name in names}
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    compilation_cache.reset_cache()
+    yield path
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="session")
+def cli_env(jax_compilation_cache):
+    """The environment of `python -m dreamer.cli` subprocesses: the same compilation cache."""
+    return {
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": str(jax_compilation_cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }

@@ -14,16 +14,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import jax
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from dreamer.cli import main
 from tasks.recording import RandomPolicy, record_episodes, reset_seeds
@@ -84,34 +81,6 @@ def dream_argv():
 def eval_episodes() -> int:
     """Evaluation episodes per round of the tiny `dreamer run`s."""
     return EVAL_EPISODES
-
-
-@pytest.fixture(scope="session", autouse=True)
-def jax_compilation_cache(tmp_path_factory):
-    """A persistent compilation cache for this session, in a temporary folder."""
-    path = tmp_path_factory.mktemp("jax-compilation-cache")
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    saved = {name: getattr(jax.config, name) for name in names}
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    compilation_cache.reset_cache()
-    yield path
-    for name, value in saved.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
-
-
-@pytest.fixture(scope="session")
-def cli_env(jax_compilation_cache):
-    """The environment of `python -m dreamer.cli` subprocesses: the same compilation cache."""
-    return {
-        **os.environ,
-        "JAX_COMPILATION_CACHE_DIR": str(jax_compilation_cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    }
 
 
 @pytest.fixture

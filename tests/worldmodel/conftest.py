@@ -1,22 +1,16 @@
 """Fixtures of the world-model tests: tiny ensembles, trace files and fitted run directories.
 
-Everything is small enough to fit on a CPU in seconds. Each fit builds its own jitted
-training step, so the tests share JAX's persistent compilation cache (a temporary folder
-for the session, handed to CLI subprocesses through the environment): fits of the same
-shapes then compile once, not once per test. The cache only stores XLA executables; what
-runs is the real code either way.
+Everything is small enough to fit on a CPU in seconds (with the session's compilation
+cache from tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import os
 from pathlib import Path
 
-import jax
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from dreamer.cli import main
 from tasks.registry import get_task
@@ -29,34 +23,6 @@ TINY_FIT_FLAGS = (
     "--ensemble.hidden-layers", "2", "--ensemble.termination-hidden", "16",
     "--fit.batch-size", "32", "--fit.updates-per-call", "25", "--fit.patience", "1000",
 )
-
-
-@pytest.fixture(scope="session", autouse=True)
-def jax_compilation_cache(tmp_path_factory):
-    """A persistent compilation cache for this session, in a temporary folder."""
-    path = tmp_path_factory.mktemp("jax-compilation-cache")
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    saved = {name: getattr(jax.config, name) for name in names}
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    compilation_cache.reset_cache()
-    yield path
-    for name, value in saved.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
-
-
-@pytest.fixture(scope="session")
-def cli_env(jax_compilation_cache):
-    """The environment of `python -m dreamer.cli` subprocesses: same cache, no colour."""
-    return {
-        **os.environ,
-        "JAX_COMPILATION_CACHE_DIR": str(jax_compilation_cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    }
 
 
 @pytest.fixture(scope="session")
