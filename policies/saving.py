@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from policies.networks import Actor, NetworkConfig
 from tasks.errors import InputError
+from tasks.module_state import restore_module_state, save_module_state
 from tasks.registry import Task, get_task
 
 POLICY_FILE = "policy.json"
@@ -31,9 +31,7 @@ def save_policy(run_dir: str | Path, actor: Actor, task: Task, provenance: dict[
         "network": dataclasses.asdict(actor.config),
         **(provenance or {}),
     }
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save((run_dir / "checkpoints" / "policy").absolute(), nnx.to_pure_dict(nnx.state(actor)), force=True)
-    checkpointer.wait_until_finished()
+    save_module_state(run_dir / "checkpoints" / "policy", actor)
     (run_dir / POLICY_FILE).write_text(json.dumps(spec, indent=2))
 
 
@@ -45,13 +43,5 @@ def load_policy(run_dir: str | Path) -> tuple[Actor, Task, dict[str, Any]]:
     spec = json.loads(path.read_text())
     task = get_task(spec["task"])
     actor = Actor(spec["feature_size"], task.action_space, NetworkConfig(**spec["network"]), nnx.Rngs(0))
-    state = nnx.state(actor)
-    try:
-        restored = ocp.StandardCheckpointer().restore(
-            (Path(run_dir) / "checkpoints" / "policy").absolute(), nnx.to_pure_dict(state)
-        )
-    except Exception as error:
-        raise InputError(run_dir, f"the policy checkpoint cannot be read ({type(error).__name__}: {error})") from None
-    nnx.replace_by_pure_dict(state, restored)
-    nnx.update(actor, state)
+    restore_module_state(Path(run_dir) / "checkpoints" / "policy", actor, run_dir, "policy")
     return actor, task, spec

@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from tasks.errors import InputError
+from tasks.module_state import restore_module_state, save_module_state
 from worldmodel.ensemble import EnsembleConfig, EnsembleModel
 
 MODEL_FILE = "model.json"
@@ -56,9 +56,7 @@ def save_model(run_dir: str | Path, model: nnx.Module, provenance: dict[str, Any
         "config": dataclasses.asdict(model.config),
         **(provenance or {}),
     }
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save((run_dir / "checkpoints" / "model").absolute(), nnx.to_pure_dict(nnx.state(model)), force=True)
-    checkpointer.wait_until_finished()
+    save_module_state(run_dir / "checkpoints" / "model", model)
     (run_dir / MODEL_FILE).write_text(json.dumps(spec, indent=2))
 
 
@@ -77,14 +75,5 @@ def load(run_dir: str | Path) -> nnx.Module:
     model = build_model(
         spec["kind"], spec["observation_shape"], spec["action_size"], spec["discrete_actions"], config_cls(**spec["config"])
     )
-    state = nnx.state(model)
-    target = nnx.to_pure_dict(state)
-    try:
-        restored = ocp.StandardCheckpointer().restore(
-            (Path(run_dir) / "checkpoints" / "model").absolute(), target
-        )
-    except Exception as error:
-        raise InputError(run_dir, f"the model checkpoint cannot be read ({type(error).__name__}: {error})") from None
-    nnx.replace_by_pure_dict(state, restored)
-    nnx.update(model, state)
+    restore_module_state(Path(run_dir) / "checkpoints" / "model", model, run_dir, "model")
     return model
