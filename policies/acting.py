@@ -8,6 +8,8 @@ epsilon-greedy on discrete ones.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,11 +38,11 @@ class ActorPolicy:
             self.low = np.asarray(actor.action_low[...])
             self.high = np.asarray(actor.action_high[...])
         self._graph, self._state = nnx.split(actor)
-        self._act = jax.jit(self._act_pure)
 
     def __call__(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         key = jax.random.key(int(rng.integers(2**31)))
-        actions = np.asarray(self._act(self._state, jnp.asarray(observations, dtype=jnp.float32), key))
+        observations = jnp.asarray(observations, dtype=jnp.float32)
+        actions = np.asarray(_act(self._graph, self._state, observations, key, self.mode == "sample"))
         if self.mode != "noisy" or self.noise <= 0:
             return actions
         if self.discrete:
@@ -49,8 +51,12 @@ class ActorPolicy:
         noisy = actions + rng.normal(0.0, self.noise, actions.shape) * 0.5 * (self.high - self.low)
         return np.clip(noisy, self.low, self.high).astype(actions.dtype)
 
-    def _act_pure(self, state, observations, key):
-        actor = nnx.merge(self._graph, state)
-        if self.mode == "sample":
-            return actor.sample(observations, key)[0]
-        return actor.mode(observations)
+
+# One jitted function for every ActorPolicy: policies of the same shape (a new one each
+# round or evaluation) reuse its compiled program instead of compiling their own.
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _act(graph, state, observations, key, sample: bool):
+    actor = nnx.merge(graph, state)
+    if sample:
+        return actor.sample(observations, key)[0]
+    return actor.mode(observations)

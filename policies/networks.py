@@ -26,19 +26,29 @@ class NetworkConfig:
     hidden_layers: hidden layers of the actor and of the critic.
     min_std: lower bound of the actor's Gaussian standard deviation (pre-squash).
     max_std: upper bound of it.
+    activation: nonlinearity between hidden layers (silu, tanh or relu).
     """
 
     hidden_size: int = 64
     hidden_layers: int = 2
     min_std: float = 0.1
     max_std: float = 1.0
+    activation: str = "silu"
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r} (known: {', '.join(ACTIVATIONS)})")
+
+
+ACTIVATIONS = {"silu": jax.nn.silu, "tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
 class MLP(nnx.Module):
-    """Dense layers with SiLU between them and a linear output."""
+    """Dense layers with a nonlinearity between them and a linear output."""
 
     def __init__(self, in_size: int, hidden_size: int, hidden_layers: int, out_size: int, rngs: nnx.Rngs,
-                 output_scale: float = 1.0):
+                 output_scale: float = 1.0, activation: str = "silu"):
+        self.activation = activation
         sizes = [in_size] + [hidden_size] * hidden_layers
         self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
         # A small output layer starts the policy near uniform and the value near zero.
@@ -47,8 +57,9 @@ class MLP(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        activation = ACTIVATIONS[self.activation]
         for layer in self.hidden:
-            x = jax.nn.silu(layer(x))
+            x = activation(layer(x))
         return self.output(x)
 
 
@@ -61,7 +72,8 @@ class Actor(nnx.Module):
         self.config = config
         outputs = self.action_size if self.discrete else 2 * self.action_size
         self.input_norm = Normalizer(feature_size)
-        self.net = MLP(feature_size, config.hidden_size, config.hidden_layers, outputs, rngs, output_scale=0.01)
+        self.net = MLP(feature_size, config.hidden_size, config.hidden_layers, outputs, rngs, output_scale=0.01,
+                       activation=config.activation)
         if not self.discrete:
             self.action_low = Statistic(jnp.asarray(action_space.low, dtype=jnp.float32).reshape(-1))
             self.action_high = Statistic(jnp.asarray(action_space.high, dtype=jnp.float32).reshape(-1))
@@ -114,7 +126,8 @@ class Critic(nnx.Module):
 
     def __init__(self, feature_size: int, config: NetworkConfig, rngs: nnx.Rngs):
         self.input_norm = Normalizer(feature_size)
-        self.net = MLP(feature_size, config.hidden_size, config.hidden_layers, 1, rngs, output_scale=0.01)
+        self.net = MLP(feature_size, config.hidden_size, config.hidden_layers, 1, rngs, output_scale=0.01,
+                       activation=config.activation)
 
     def __call__(self, features: jax.Array) -> jax.Array:
         return self.net(self.input_norm.normalize(features))[..., 0]

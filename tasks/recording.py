@@ -44,6 +44,8 @@ class RandomPolicy:
 # own, so an evaluation never starts from a state a training episode started from.
 COLLECT_STREAM = 1
 EVALUATION_STREAM = 2
+REAL_TRAINING_STREAM = 3  # first resets of a real-trained baseline's environments
+HELDOUT_STREAM = 4  # episodes a comparison records as its held-out set
 ONLINE_ROUND_STREAM = 1000  # round r uses ONLINE_ROUND_STREAM + r
 
 
