@@ -13,8 +13,9 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from dreamer.commands import check, collect, dream, evaluate, fit, traces
+from dreamer.commands import check, collect, compare, demo, dream, evaluate, fit, report, train_real, traces
 from dreamer.commands import run as run_command
+from dreamer.comparison import CompareConfig
 from dreamer.online import RunConfig
 from dreamer.config import add_config_arguments, config_from_args
 from tasks.errors import InputError, RunFailed
@@ -49,8 +50,16 @@ COMMANDS = (
             "train a policy purely in a fitted world model's dreams, from a fixed trace file"),
     Command(("run",), RunConfig, run_command.run,
             "learn on the job: deploy, record, refit the world model, train the policy in dreams, repeat"),
+    Command(("train-real",), train_real.TrainRealConfig, train_real.run,
+            "train a baseline policy on the real environment (PPO or SAC), evaluated as the dream arm is"),
     Command(("evaluate",), evaluate.EvaluateConfig, evaluate.run,
-            "a saved policy's real return, acting deterministically from fresh reset seeds"),
+            "a saved policy's real return, deterministic, from fresh reset seeds or held-out episodes of a trace file"),
+    Command(("compare",), CompareConfig, compare.run,
+            "dream-trained against real-trained over several seeds: results.json, report.md and plots"),
+    Command(("report",), report.ReportConfig, report.run,
+            "redraw a comparison report from its results.json, running nothing"),
+    Command(("demo",), demo.DemoConfig, demo.run,
+            "the main job on a small budget: compare on Pendulum, one seed per arm, in a few minutes"),
 )
 
 

@@ -174,6 +174,32 @@ def fidelity_metrics(
     return result
 
 
+def fidelity_report(model: nnx.Module, heldout: Episodes, train: Episodes, config: FidelityConfig,
+                    key: jax.Array) -> dict:
+    """The model and both trivial predictors, measured open loop on ``heldout``.
+
+    ``train`` is what the model learned from: it scales observation errors and fits the
+    linear predictor.
+    """
+    windows = open_loop_windows(heldout, config.horizon, config.start_every)
+    scale = observation_scale(train)
+    terminates = bool(train.terminations.any() or heldout.terminations.any())
+    encode = lambda actions: np.asarray(model.encode_action(np.asarray(actions)))  # noqa: E731
+    predictors = {
+        "model": model_predictions(model, windows, key),
+        "nothing_changes": nothing_changes_predictions(windows, train),
+        "linear": linear_predictions(windows, train, encode),
+    }
+    return {
+        "heldout_episodes": heldout.num_episodes,
+        "rollouts": int(windows.valid.shape[0]),
+        "horizons": list(range(1, config.horizon + 1)),
+        "predictors": {
+            name: fidelity_metrics(p, windows, scale, config.min_samples, terminates) for name, p in predictors.items()
+        },
+    }
+
+
 def _balanced_accuracy(predicted: np.ndarray, actual: np.ndarray) -> float | None:
     """Mean recall on the two classes; None if either class is absent."""
     positives, negatives = actual.sum(), (~actual).sum()

@@ -7,23 +7,13 @@ import json
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from dreamer.config import option
 from tasks.errors import InputError
 from tasks.registry import check_spaces_match, get_task
 from tasks.splits import fitting_episodes, heldout_episodes
 from tasks.traces import read_traces
-from worldmodel.fidelity import (
-    FidelityConfig,
-    fidelity_metrics,
-    linear_predictions,
-    model_predictions,
-    nothing_changes_predictions,
-    observation_scale,
-    open_loop_windows,
-    plot_fidelity,
-)
+from worldmodel.fidelity import FidelityConfig, fidelity_report, plot_fidelity
 from worldmodel.saving import load, load_spec
 
 
@@ -51,28 +41,12 @@ def run(config: CheckConfig) -> tuple[dict, str]:
     if train is None:
         raise InputError(config.traces, "has no training episodes to scale errors by")
 
-    settings = config.fidelity
-    windows = open_loop_windows(heldout, settings.horizon, settings.start_every)
-    scale = observation_scale(train)
-    terminates = bool(train.terminations.any() or heldout.terminations.any())
-    encode = lambda actions: np.asarray(model.encode_action(np.asarray(actions)))  # noqa: E731
-    predictors = {
-        "model": model_predictions(model, windows, jax.random.key(config.seed)),
-        "nothing_changes": nothing_changes_predictions(windows, train),
-        "linear": linear_predictions(windows, train, encode),
-    }
     report = {
         "world_model": str(config.world_model),
         "traces": str(config.traces),
         "task": task.name,
         "split_seed": split_seed,
-        "heldout_episodes": heldout.num_episodes,
-        "rollouts": int(windows.valid.shape[0]),
-        "horizons": list(range(1, settings.horizon + 1)),
-        "predictors": {
-            name: fidelity_metrics(p, windows, scale, settings.min_samples, terminates)
-            for name, p in predictors.items()
-        },
+        **fidelity_report(model, heldout, train, config.fidelity, jax.random.key(config.seed)),
     }
     out = Path(config.out or config.world_model)
     out.mkdir(parents=True, exist_ok=True)

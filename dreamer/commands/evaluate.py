@@ -1,4 +1,10 @@
-"""``dreamer evaluate``: a saved policy's real return on fresh reset seeds."""
+"""``dreamer evaluate``: a saved policy's real return, on fresh seeds or held-out episodes.
+
+Fresh-seed form (``--episodes N``): the deterministic policy from N reset seeds no
+training episode started from. Held-out form (``--traces FILE``): the policy replays
+the start of every held-out episode of a trace file (reset with its recorded seed),
+beside the recorded behaviour's return and the world model's dream-predicted return.
+"""
 
 from __future__ import annotations
 
@@ -9,33 +15,57 @@ from pathlib import Path
 import numpy as np
 
 from dreamer.config import option
+from dreamer.heldout import evaluate_on_heldout
 from policies.acting import ActorPolicy
 from policies.saving import load_policy
 from tasks.errors import InputError
 from tasks.recording import EVALUATION_STREAM, record_episodes, reset_seeds
 from tasks.registry import check_spaces_match, get_task
+from tasks.splits import heldout_episodes
 from tasks.traces import read_traces
+from worldmodel.saving import MODEL_FILE, load
+
+SPLITS = ("heldout", "all")
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
     policy: str = option(help="run directory holding a saved policy")
     task: str | None = option(None, help="task to evaluate in (default: the policy's own)")
-    episodes: int = option(10, help="episodes, each from its own fresh reset seed")
+    episodes: int = option(10, help="episodes, each from its own fresh reset seed (fresh-seed form)")
+    traces: str | None = option(None, help="trace file whose held-out episodes the policy replays (held-out form)")
+    split: str = option("heldout", help="which episodes of --traces: 'heldout', or 'all' for a file nothing learned from")
+    split_seed: int = option(0, help="split seed of --traces")
+    world_model: str | None = option(None, help="world model for dream-predicted returns "
+                                                "(default: the policy's run directory, if it holds one)")
     out: str | None = option(None, help="folder to keep evaluation.json in")
-    seed: int = option(0, help="seed of the fresh reset seeds")
+    seed: int = option(0, help="seed of the fresh reset seeds, the dreams and the intervals")
 
     def __post_init__(self):
         if self.episodes < 1:
             raise ValueError(f"--episodes must be at least 1, got {self.episodes}")
+        if self.split not in SPLITS:
+            raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split}")
 
 
 def run(config: EvaluateConfig) -> tuple[dict, str]:
     actor, policy_task, _ = load_policy(config.policy)
     task = get_task(config.task) if config.task else policy_task
     check_spaces_match(task, policy_task.observation_space, policy_task.action_space, config.policy)
+    if config.traces:
+        summary, text = _on_heldout_episodes(config, actor, task)
+    else:
+        summary, text = _on_fresh_seeds(config, actor, task)
+    if config.out:
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        (Path(config.out) / "evaluation.json").write_text(json.dumps(summary, indent=2))
+    return summary, text
+
+
+def _on_fresh_seeds(config: EvaluateConfig, actor, task) -> tuple[dict, str]:
     seeds = reset_seeds(config.seed, config.episodes, EVALUATION_STREAM)
-    _check_seeds_are_fresh(seeds, Path(config.policy))
+    _check_seeds_are_fresh(seeds, Path(config.policy), "an evaluation seed was used for training in this run; "
+                                                       "pass another --seed")
     episodes = record_episodes(task, ActorPolicy(actor), seeds, num_envs=min(config.episodes, 16), progress=False)
     returns = episodes.returns()
     summary = {
@@ -53,9 +83,6 @@ def run(config: EvaluateConfig) -> tuple[dict, str]:
         "dream_mean_return": None,
         "dream_real_gap": None,
     }
-    if config.out:
-        Path(config.out).mkdir(parents=True, exist_ok=True)
-        (Path(config.out) / "evaluation.json").write_text(json.dumps(summary, indent=2))
     text = (
         f"{task.name}: mean return {returns.mean():.1f} ± {returns.std():.1f} "
         f"(min {returns.min():.1f}, max {returns.max():.1f}) over {episodes.num_episodes} fresh episodes"
@@ -63,11 +90,64 @@ def run(config: EvaluateConfig) -> tuple[dict, str]:
     return summary, text
 
 
-def _check_seeds_are_fresh(seeds: np.ndarray, run_dir: Path) -> None:
+def _on_heldout_episodes(config: EvaluateConfig, actor, task) -> tuple[dict, str]:
+    traces = read_traces(config.traces)
+    check_spaces_match(task, traces.observation_space, traces.action_space, config.traces)
+    if config.split == "all":
+        heldout = traces.episodes
+    else:
+        heldout = heldout_episodes(traces.episodes, config.split_seed)
+        if heldout is None:
+            raise InputError(config.traces, f"has no held-out episodes under split seed {config.split_seed} "
+                                            "(record more episodes, or pass --split all for a file nothing learned from)")
+    if (heldout.seeds < 0).any():
+        raise InputError(config.traces, "has held-out episodes without a recorded reset seed; they cannot be replayed")
+    _check_seeds_are_fresh(heldout.seeds, Path(config.policy),
+                           "a held-out episode starts from a seed this policy's run trained on")
+    model_dir = config.world_model or (config.policy if (Path(config.policy) / MODEL_FILE).is_file() else None)
+    world_model = load(model_dir) if model_dir else None
+    result = evaluate_on_heldout(task, actor, heldout, world_model, config.seed)
+    s = result["summary"]
+    summary = {
+        "policy": str(config.policy),
+        "task": task.name,
+        "traces": str(config.traces),
+        "world_model": None if model_dir is None else str(model_dir),
+        "episodes": s["episodes"],
+        "mean_return": s["mean_real_return"],
+        "std_return": float(np.std([e["real_return"] for e in result["episodes"]])),
+        "reward_threshold": task.reward_threshold,
+        "behaviour_mean_return": s["mean_behaviour_return"],
+        "dream_mean_return": s["mean_dream_return"],
+        "dream_real_gap": s["gap_abs_mean"],
+        "heldout": result,
+    }
+    return summary, _heldout_text(task.name, result)
+
+
+def _heldout_text(task_name: str, result: dict) -> str:
+    s = result["summary"]
+    ci = lambda interval: f"[{interval[0]:.1f}, {interval[1]:.1f}]"  # noqa: E731
+    lines = [f"{task_name}: {s['episodes']} held-out episodes, each replayed from its recorded reset seed",
+             f"{'seed':>12} {'behaviour':>10} {'real':>10} {'dream':>10}"]
+    for e in result["episodes"]:
+        dream = "-" if e["dream_return"] is None else f"{e['dream_return']:.1f}"
+        lines.append(f"{e['seed']:>12} {e['behaviour_return']:>10.1f} {e['real_return']:>10.1f} {dream:>10}")
+    lines.append(f"mean real return {s['mean_real_return']:.1f} (95% CI {ci(s['real_return_ci95'])}); "
+                 f"behaviour {s['mean_behaviour_return']:.1f}; improvement {s['improvement']:.1f} "
+                 f"(95% CI {ci(s['improvement_ci95'])})")
+    if s["gap_abs_mean"] is not None:
+        lines.append(f"dream-to-real gap: {s['gap_abs_mean']:.1f} absolute (95% CI {ci(s['gap_abs_ci95'])}), "
+                     f"{100 * s['gap_relative_mean']:.0f}% relative "
+                     f"(95% CI [{100 * s['gap_relative_ci95'][0]:.0f}%, {100 * s['gap_relative_ci95'][1]:.0f}%])")
+    return "\n".join(lines)
+
+
+def _check_seeds_are_fresh(seeds: np.ndarray, run_dir: Path, problem: str) -> None:
     """Refuse to report a return measured on a start the policy's run trained from."""
     traces = run_dir / "traces"
     if not traces.exists():
         return
     used = set(read_traces(traces).episodes.seeds.tolist())
-    if used & set(seeds.tolist()):
-        raise InputError(run_dir, "an evaluation seed was used for training in this run; pass another --seed")
+    if used & set(np.asarray(seeds).tolist()):
+        raise InputError(run_dir, problem)

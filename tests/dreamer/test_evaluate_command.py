@@ -12,7 +12,8 @@ from policies.acting import ActorPolicy
 from policies.saving import load_policy
 from tasks.recording import EVALUATION_STREAM, RandomPolicy, record_episodes, reset_seeds
 from tasks.registry import get_task
-from tasks.traces import write_traces
+from tasks.splits import fitting_episodes, heldout_episodes
+from tasks.traces import read_traces, write_traces
 
 
 def evaluate(cli, policy, *extra) -> dict:
@@ -80,3 +81,72 @@ def test_evaluate_refuses_seeds_the_policys_run_recorded_training_episodes_from(
     assert len(err.splitlines()) == 1 and "--seed" in err, err
 
     assert evaluate(cli, run, "--seed", 1)["episodes"] == 3
+
+
+# -- the held-out form: replaying the episodes of a trace file --------------------------
+
+
+def evaluate_heldout(cli, policy, traces, *extra) -> dict:
+    code, out, err = cli("evaluate", "--policy", policy, "--traces", traces, "--json", *extra)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_replaying_the_behaviour_policy_reproduces_its_recorded_returns(cli, tmp_path, dreamed_pendulum_policy):
+    traces = tmp_path / "behaviour"
+    code, _, err = cli("collect", "--task", "pendulum", "--policy", dreamed_pendulum_policy, "--episodes", 5,
+                       "--out", traces)
+    assert code == 0, err
+
+    result = evaluate_heldout(cli, dreamed_pendulum_policy, traces, "--split", "all")["heldout"]
+
+    recorded = read_traces(traces).episodes
+    assert [e["seed"] for e in result["episodes"]] == recorded.seeds.tolist()
+    for episode in result["episodes"]:
+        assert episode["real_return"] == pytest.approx(episode["behaviour_return"], rel=1e-5)
+    assert result["summary"]["improvement"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_the_heldout_form_replays_heldout_episodes_only(cli, tmp_path, dreamed_pendulum_policy, pendulum_world_model):
+    task = get_task("pendulum")
+    traces = tmp_path / "random"
+    write_traces(traces, record_episodes(task, RandomPolicy(task.action_space), reset_seeds(3, 20), progress=False), task)
+
+    summary = evaluate_heldout(cli, dreamed_pendulum_policy, traces, "--world-model", pendulum_world_model)
+
+    episodes = read_traces(traces).episodes
+    heldout = heldout_episodes(episodes)
+    train, validation = fitting_episodes(episodes)
+    replayed = [e["seed"] for e in summary["heldout"]["episodes"]]
+    assert replayed == heldout.seeds.tolist()
+    assert set(replayed).isdisjoint(train.seeds.tolist() + validation.seeds.tolist())
+    assert [e["behaviour_return"] for e in summary["heldout"]["episodes"]] == pytest.approx(heldout.returns().tolist())
+    real = deterministic_returns(dreamed_pendulum_policy, heldout.seeds)
+    assert [e["real_return"] for e in summary["heldout"]["episodes"]] == pytest.approx(real.tolist(), rel=1e-5)
+    dream = [e["dream_return"] for e in summary["heldout"]["episodes"]]
+    assert all(np.isfinite(dream))
+    gap = np.abs(np.array(dream) - real)
+    assert summary["dream_real_gap"] == pytest.approx(gap.mean(), rel=1e-5)
+    low, high = summary["heldout"]["summary"]["gap_abs_ci95"]
+    assert low <= gap.mean() <= high
+
+
+def test_a_trace_file_without_heldout_episodes_fails_in_one_line(cli, tmp_path, dreamed_pendulum_policy):
+    task = get_task("pendulum")
+    traces = tmp_path / "tiny"
+    write_traces(traces, record_episodes(task, RandomPolicy(task.action_space), reset_seeds(0, 1), progress=False), task)
+    assert heldout_episodes(read_traces(traces).episodes) is None
+
+    code, out, err = cli("evaluate", "--policy", dreamed_pendulum_policy, "--traces", traces)
+
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and "held-out" in err and "--split all" in err
+
+
+def test_replaying_the_episodes_a_policy_trained_on_is_refused(cli, online_pendulum_run):
+    run, _ = online_pendulum_run
+
+    code, out, err = cli("evaluate", "--policy", run, "--traces", run / "traces", "--split", "all")
+
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and "trained on" in err

@@ -1,0 +1,230 @@
+"""Dream-trained against real-trained: both arms on one task, several seeds, one report.
+
+The dream arm is the online loop (`dreamer run`); the real arm is a baseline trained on
+the real environment (`dreamer train-real`) with ten or more times the real steps, so
+its curve shows where it crosses the threshold. Both are measured the same way: the
+deterministic policy on the same fresh reset seeds, after every round or every
+``eval_every`` real steps. The dream arm's first seed is also replayed on held-out real
+episodes (next to its world model's prediction), and that model's open-loop error is
+measured on them. Everything lands in ``results.json``, from which `dreamer.report`
+draws ``report.md`` and the plots.
+
+Finished runs are reused when the comparison is run again into the same folder, so an
+interrupted comparison picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import jax
+import yaml
+
+from dreamer.commands import train_real
+from dreamer.config import option
+from dreamer.heldout import evaluate_on_heldout
+from dreamer.online import RunConfig, run_online
+from dreamer.provenance import machine_info, package_versions, source_commit
+from dreamer.report import RESULTS_FORMAT, render_report
+from policies.saving import load_policy
+from tasks.errors import InputError
+from tasks.recording import HELDOUT_STREAM, RandomPolicy, record_episodes, reset_seeds
+from tasks.registry import Task, get_task
+from tasks.run_directory import CONFIG_FILE, SUMMARY_FILE, config_to_dict
+from tasks.splits import heldout_episodes
+from tasks.traces import read_traces, write_traces
+from worldmodel.fidelity import FidelityConfig, fidelity_report
+from worldmodel.saving import load
+
+# Real-step budgets per task: the dream arm's, and the real arm's (at least ten times as
+# many, enough for the baseline to cross the threshold).
+DREAM_STEPS = {"pendulum": 1000, "cartpole": 1500}
+REAL_STEPS = {"pendulum": 20000, "cartpole": 100000}
+MIN_BUDGET_RATIO = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareConfig:
+    task: str = option(help="task name or gym:ENV_ID")
+    out: str | None = option(None, help="report folder (default: reports/TASK)")
+    seeds: int = option(3, help="seeds per arm: --seed, --seed + 1, ...")
+    dream_steps: int | None = option(None, help="real steps of the dream-trained arm (default: 1000 for pendulum, "
+                                                "1500 for cartpole, 3000 otherwise)")
+    real_steps: int | None = option(None, help="real steps of the real-trained arm, at least 10x --dream-steps "
+                                               "(default: 20000 for pendulum, 100000 for cartpole, 10x otherwise)")
+    algo: str | None = option(None, help="real-trained algorithm: ppo or sac (default: sac for continuous actions, "
+                                         "ppo for discrete)")
+    heldout_traces: str | None = option(None, help="trace file whose held-out episodes the dream policy replays "
+                                                   "(default: record --heldout-episodes random episodes)")
+    heldout_episodes: int = option(10, help="random episodes recorded as the held-out set")
+    eval_episodes: int = option(10, help="evaluation episodes on fresh seeds, for both arms")
+    eval_every: int = option(1000, help="real steps between the real arm's evaluations")
+    seed: int = option(0, help="first seed")
+
+    def __post_init__(self):
+        if self.seeds < 1 or self.heldout_episodes < 1 or self.eval_episodes < 1 or self.eval_every < 1:
+            raise ValueError("seeds, heldout_episodes, eval_episodes and eval_every must be at least 1")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or Path("reports") / self.task)
+
+    @property
+    def dream_budget(self) -> int:
+        return self.dream_steps or DREAM_STEPS.get(self.task, 3000)
+
+    @property
+    def real_budget(self) -> int:
+        return self.real_steps or REAL_STEPS.get(self.task, MIN_BUDGET_RATIO * self.dream_budget)
+
+
+def compare(config: CompareConfig, command: str | None = None) -> dict:
+    """Run both arms over the seeds, measure, write results.json and the report; returns results."""
+    task = get_task(config.task)
+    if config.real_budget < MIN_BUDGET_RATIO * config.dream_budget:
+        raise InputError("--real-steps", f"the real-trained arm needs at least {MIN_BUDGET_RATIO}x the dream arm's "
+                                         f"{config.dream_budget} real steps, got {config.real_budget}")
+    algo = config.algo or train_real.default_algorithm(task)
+    out = config.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = [config.seed + i for i in range(config.seeds)]
+    heldout = _heldout_set(config, task, out)
+
+    dream_runs, real_runs = [], []
+    for number, seed in enumerate(seeds, 1):
+        _say(f"seed {seed} ({number}/{len(seeds)}): dream-trained arm, {config.dream_budget} real steps")
+        dream_runs.append(_dream_run(config, seed, out / "runs" / f"dream-seed{seed}"))
+        _say(f"seed {seed} ({number}/{len(seeds)}): real-trained arm ({algo.upper()}), {config.real_budget} real steps")
+        real_runs.append(_real_run(config, algo, seed, out / "runs" / f"real-{algo}-seed{seed}"))
+
+    first = Path(dream_runs[0]["run_dir"])
+    _say(f"replaying {heldout.num_episodes} held-out episodes with the dream arm's policy (seed {seeds[0]})")
+    actor, _, _ = load_policy(first)
+    world_model = load(first)
+    heldout_result = evaluate_on_heldout(task, actor, heldout, world_model, seeds[0])
+    trained_on = read_traces(first / "traces").episodes
+    fidelity_config = FidelityConfig(horizon=min(50, task.horizon))
+    fidelity = fidelity_report(world_model, heldout, trained_on, fidelity_config, jax.random.key(seeds[0]))
+
+    commit, dirty = source_commit()
+    results = {
+        "format": RESULTS_FORMAT,
+        "task": task.name,
+        "env_id": task.env_id,
+        "reward_threshold": task.reward_threshold,
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": command or command_line(config),
+        "commit": commit,
+        "dirty": dirty,
+        "packages": package_versions(),
+        "machine": machine_info(),
+        "seeds": seeds,
+        "evaluation": {"episodes": config.eval_episodes, "policy": "deterministic", "dream_every": "round",
+                       "real_every": config.eval_every},
+        "arms": [
+            {"name": "dream", "label": "dream-trained (online loop)", "algorithm": "dreamer run",
+             "budget_real_steps": config.dream_budget, "runs": dream_runs},
+            {"name": "real", "label": f"real-trained ({algo.upper()})", "algorithm": algo,
+             "budget_real_steps": config.real_budget, "runs": real_runs},
+        ],
+        "heldout": {"arm": "dream", "seed": seeds[0], "traces": str(heldout_location(config, out)),
+                    "world_model": str(first), "policy": str(first), **heldout_result},
+        "fidelity": fidelity,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    render_report(results, out)
+    return results
+
+
+def command_line(config: CompareConfig) -> str:
+    """The command that reproduces this comparison, every budget spelled out."""
+    words = ["dreamer", "compare", "--task", config.task, "--out", str(config.out_dir), "--seed", config.seed,
+             "--seeds", config.seeds, "--dream-steps", config.dream_budget, "--real-steps", config.real_budget]
+    if config.algo:
+        words += ["--algo", config.algo]
+    if config.heldout_traces:
+        words += ["--heldout-traces", config.heldout_traces]
+    else:
+        words += ["--heldout-episodes", config.heldout_episodes]
+    return " ".join(map(str, words))
+
+
+def heldout_location(config: CompareConfig, out: Path) -> Path:
+    return Path(config.heldout_traces) if config.heldout_traces else out / "heldout-traces"
+
+
+def _heldout_set(config: CompareConfig, task: Task, out: Path):
+    """The held-out split of the given trace file, or freshly recorded random episodes
+    (from their own seed stream, so no training or evaluation episode starts there)."""
+    location = heldout_location(config, out)
+    if config.heldout_traces:
+        heldout = heldout_episodes(read_traces(location, task=task).episodes)
+        if heldout is None:
+            raise InputError(location, "has no held-out episodes (record more episodes)")
+        return heldout
+    if location.exists():
+        episodes = read_traces(location, task=task).episodes
+        if episodes.num_episodes == config.heldout_episodes:
+            return episodes
+        shutil.rmtree(location)
+    _say(f"recording {config.heldout_episodes} random held-out episodes into {location}")
+    episodes = record_episodes(task, RandomPolicy(task.action_space),
+                               reset_seeds(config.seed, config.heldout_episodes, HELDOUT_STREAM), progress=False)
+    write_traces(location, episodes, task, algorithm_name="random (dreamer compare held-out set)")
+    return episodes
+
+
+def _dream_run(config: CompareConfig, seed: int, run_dir: Path) -> dict:
+    run_config = RunConfig(task=config.task, out=str(run_dir), real_steps=config.dream_budget,
+                           eval_episodes=config.eval_episodes, seed=seed)
+    summary = _finished(run_dir, run_config)
+    if summary is None:
+        resume = (run_dir / CONFIG_FILE).exists()
+        summary = run_online(dataclasses.replace(run_config, resume=resume))
+    return _run_record(seed, run_dir, summary)
+
+
+def _real_run(config: CompareConfig, algo: str, seed: int, run_dir: Path) -> dict:
+    run_config = train_real.TrainRealConfig(task=config.task, out=str(run_dir), algo=algo, steps=config.real_budget,
+                                            eval_every=config.eval_every, eval_episodes=config.eval_episodes, seed=seed)
+    summary = _finished(run_dir, run_config)
+    if summary is None:
+        if run_dir.exists():  # a real-trained run that was cut short starts over
+            shutil.rmtree(run_dir)
+        summary, _ = train_real.run(run_config)
+    return _run_record(seed, run_dir, summary)
+
+
+def _finished(run_dir: Path, run_config) -> dict | None:
+    """The summary of a finished run of exactly this config in ``run_dir``, else None."""
+    config_path, summary_path = run_dir / CONFIG_FILE, run_dir / SUMMARY_FILE
+    if not (config_path.is_file() and summary_path.is_file()):
+        return None
+    saved = yaml.safe_load(config_path.read_text())
+    wanted = config_to_dict(run_config)
+    if {k: v for k, v in saved.items() if k != "resume"} != {k: v for k, v in wanted.items() if k != "resume"}:
+        raise InputError(run_dir, "holds a finished run with other settings; choose another --out")
+    _say(f"reusing the finished run in {run_dir}")
+    return json.loads(summary_path.read_text())
+
+
+def _run_record(seed: int, run_dir: Path, summary: dict) -> dict:
+    return {
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "real_steps": summary["real_steps"],
+        "wall_seconds": summary["wall_seconds"],
+        "final_mean_return": summary["final_mean_return"],
+        "steps_to_threshold": summary["steps_to_threshold"],
+        "evaluations": [{"real_steps": e["real_steps"], "mean_return": e["mean_return"]} for e in summary["evaluations"]],
+    }
+
+
+def _say(message: str) -> None:
+    print(f"[compare {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
