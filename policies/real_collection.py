@@ -38,19 +38,30 @@ class Chunk(NamedTuple):
     next_observations: np.ndarray
 
 
+def real_vector_env(task: Task, num_envs: int) -> gym.vector.VectorEnv:
+    """``num_envs`` copies of the task's real environment, autoresetting in the same step."""
+    return gym.vector.SyncVectorEnv(
+        [task.make_env for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+
+
 class VectorCollector:
-    """Steps ``len(seeds)`` environments side by side and hands out chunks of transitions.
+    """Steps a vector environment and hands out chunks of transitions.
 
     Args:
-        task: the real environment.
+        env: a gymnasium vector environment in ``SAME_STEP`` autoreset mode (the task's
+            real environments from `real_vector_env`, or any other, such as a dream).
         seeds: the first reset seed of each environment; later episodes follow from the
             environment's own generator, so a run is reproducible from these.
     """
 
-    def __init__(self, task: Task, seeds: Sequence[int]):
-        self.env = gym.vector.SyncVectorEnv(
-            [task.make_env for _ in seeds], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
-        )
+    def __init__(self, env: gym.vector.VectorEnv, seeds: Sequence[int]):
+        if env.metadata.get("autoreset_mode") != gym.vector.AutoresetMode.SAME_STEP:
+            raise ValueError("collection needs a vector environment that autoresets in the same step "
+                             f"(AutoresetMode.SAME_STEP), got {env.metadata.get('autoreset_mode')}")
+        if len(seeds) != env.num_envs:
+            raise ValueError(f"one first reset seed per environment: {env.num_envs} environments, {len(seeds)} seeds")
+        self.env = env
         self.observations, _ = self.env.reset(seed=[int(s) for s in seeds])
         self.steps = 0
         self._running_returns = np.zeros(len(seeds))

@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
 from policies.acting import ActorPolicy
 from policies.networks import Actor
-from policies.real_collection import Chunk, VectorCollector
+from policies.real_collection import Chunk, VectorCollector, real_vector_env
 from tasks.recording import record_episodes
 from tasks.registry import Task
 
@@ -51,26 +52,31 @@ def train_on_real(
     evaluate_every: int,
     log: Callable[[int, dict], None] | None = None,
     progress: bool | None = None,
+    environments: gym.vector.VectorEnv | None = None,
 ) -> list[dict]:
-    """Train ``learner`` for ``total_steps`` real steps (rounded up to whole chunks).
+    """Train ``learner`` for ``total_steps`` steps (rounded up to whole chunks).
 
     Args:
-        task: the real environment.
+        task: the real environment, always the one evaluations run in.
         learner: the trainer.
-        total_steps: real steps to collect, over all environments.
+        total_steps: steps to collect, over all environments.
         training_seeds: first reset seed of each training environment (their number is
             the number of environments).
         evaluation_seeds: reset seeds of the evaluation episodes, disjoint from training.
         evaluate_every: real steps between evaluations; the last chunk is always evaluated.
         log: called as ``log(real_steps, metrics)`` after every chunk.
         progress: show a progress bar on stderr (default: when stderr is a terminal).
+        environments: where to learn, in ``SAME_STEP`` autoreset mode (default: the
+            task's real environments); a dream environment trains a policy in a world
+            model while it is still measured in reality.
 
     Returns:
         The evaluations: ``{"real_steps", "mean_return", "std_return"}`` each.
     """
     progress = sys.stderr.isatty() if progress is None else progress
     started = time.perf_counter()
-    collector = VectorCollector(task, training_seeds)
+    environments = environments or real_vector_env(task, len(training_seeds))
+    collector = VectorCollector(environments, training_seeds)
     evaluations: list[dict] = []
     next_evaluation = evaluate_every
     bar = tqdm(total=total_steps, unit="step", desc=f"train-real {task.name}", disable=not progress, file=sys.stderr)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies.real_collection import VectorCollector
+from policies.real_collection import VectorCollector, real_vector_env
 from tasks.recording import RandomPolicy
 from tasks.registry import get_task
 
 
 def test_a_chunk_holds_real_transitions_across_episode_ends():
     task = get_task("cartpole")
-    collector = VectorCollector(task, seeds=[3, 4])
+    collector = VectorCollector(real_vector_env(task, 2), seeds=[3, 4])
     policy, rng = RandomPolicy(task.action_space), np.random.default_rng(0)
 
     chunk = collector.collect(lambda observations: policy(observations, rng), 80)
@@ -40,7 +40,7 @@ def test_the_first_reset_seeds_make_collection_reproducible():
     task = get_task("pendulum")
     chunks = []
     for _ in range(2):
-        collector = VectorCollector(task, seeds=[7])
+        collector = VectorCollector(real_vector_env(task, 1), seeds=[7])
         chunks.append(collector.collect(lambda observations: np.zeros((len(observations), 1), np.float32), 250))
         collector.close()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from policies.networks import NetworkConfig
-from policies.real_collection import VectorCollector
+from policies.real_collection import VectorCollector, real_vector_env
 from policies.real_training import evaluation_returns, train_on_real
 from policies.sac import SAC, SACConfig
 from tasks.recording import EVALUATION_STREAM, REAL_TRAINING_STREAM, reset_seeds
@@ -19,7 +19,7 @@ SMALL = SACConfig(batch_size=32, learning_starts=100, updates_per_call=50,
 def test_sac_stores_every_real_transition_and_tunes_its_temperature():
     task = get_task("pendulum")
     learner = SAC(3, task.action_space, SMALL, total_steps=400, seed=0)
-    collector = VectorCollector(task, seeds=[5])
+    collector = VectorCollector(real_vector_env(task, 1), seeds=[5])
     chunks, metrics = [], []
     while collector.steps < 400:
         chunks.append(collector.collect(learner.act, learner.steps_per_chunk))
