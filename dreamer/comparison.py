@@ -24,11 +24,12 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 import yaml
 
 from dreamer.commands import train_real
 from dreamer.config import option
-from dreamer.heldout import evaluate_on_heldout
+from dreamer.heldout import check_replayable, evaluate_on_heldout
 from dreamer.online import RunConfig, run_online
 from dreamer.provenance import machine_info, package_versions, source_commit
 from dreamer.report import RESULTS_FORMAT, render_report
@@ -57,7 +58,7 @@ class CompareConfig:
     dream_steps: int | None = option(None, help="real steps of the dream-trained arm (default: 1000 for pendulum, "
                                                 "1500 for cartpole, 3000 otherwise)")
     real_steps: int | None = option(None, help="real steps of the real-trained arm, at least 10x --dream-steps "
-                                               "(default: 20000 for pendulum, 100000 for cartpole, 10x otherwise)")
+                                               "(default: 20000 for pendulum, 100000 for cartpole, and at least 10x)")
     algo: str | None = option(None, help="real-trained algorithm: ppo or sac (default: sac for continuous actions, "
                                          "ppo for discrete)")
     heldout_traces: str | None = option(None, help="trace file whose held-out episodes the dream policy replays "
@@ -81,7 +82,7 @@ class CompareConfig:
 
     @property
     def real_budget(self) -> int:
-        return self.real_steps or REAL_STEPS.get(self.task, MIN_BUDGET_RATIO * self.dream_budget)
+        return self.real_steps or max(REAL_STEPS.get(self.task, 0), MIN_BUDGET_RATIO * self.dream_budget)
 
 
 def compare(config: CompareConfig, command: str | None = None) -> dict:
@@ -167,15 +168,16 @@ def _heldout_set(config: CompareConfig, task: Task, out: Path):
         heldout = heldout_episodes(read_traces(location, task=task).episodes)
         if heldout is None:
             raise InputError(location, "has no held-out episodes (record more episodes)")
+        check_replayable(heldout, location)
         return heldout
+    seeds = reset_seeds(config.seed, config.heldout_episodes, HELDOUT_STREAM)
     if location.exists():
         episodes = read_traces(location, task=task).episodes
-        if episodes.num_episodes == config.heldout_episodes:
+        if np.array_equal(episodes.seeds, seeds):
             return episodes
         shutil.rmtree(location)
     _say(f"recording {config.heldout_episodes} random held-out episodes into {location}")
-    episodes = record_episodes(task, RandomPolicy(task.action_space),
-                               reset_seeds(config.seed, config.heldout_episodes, HELDOUT_STREAM), progress=False)
+    episodes = record_episodes(task, RandomPolicy(task.action_space), seeds, progress=False)
     write_traces(location, episodes, task, algorithm_name="random (dreamer compare held-out set)")
     return episodes
 

@@ -20,6 +20,7 @@ from dreamer.imagination import imagine
 from policies.acting import ActorPolicy
 from policies.networks import Actor
 from tasks.episodes import UNKNOWN_SEED, Episodes
+from tasks.errors import InputError
 from tasks.recording import record_episodes
 from tasks.registry import Task
 
@@ -52,6 +53,12 @@ def _dream_totals(model_graph, actor_graph, model_state, actor_state, starts, ke
     return jnp.sum(running * dream.rewards, axis=0)
 
 
+def check_replayable(episodes: Episodes, source) -> None:
+    """Raise `InputError` naming ``source`` unless every episode has its reset seed."""
+    if (episodes.seeds == UNKNOWN_SEED).any():
+        raise InputError(source, "has held-out episodes without a recorded reset seed; they cannot be replayed")
+
+
 def evaluate_on_heldout(task: Task, actor: Actor, heldout: Episodes, world_model=None, seed: int = 0) -> dict:
     """Per-episode and summary figures of ``actor`` on the held-out episodes.
 
@@ -65,9 +72,8 @@ def evaluate_on_heldout(task: Task, actor: Actor, heldout: Episodes, world_model
     Returns:
         ``{"episodes": [{"seed", "behaviour_return", "real_return", "dream_return"}], "summary": {...}}``.
     """
+    check_replayable(heldout, "the held-out episodes")
     seeds = heldout.seeds
-    if (seeds == UNKNOWN_SEED).any():
-        raise ValueError("some held-out episodes have no recorded reset seed, so they cannot be replayed")
     real = record_episodes(task, ActorPolicy(actor), seeds, num_envs=min(len(seeds), 16), progress=False).returns()
     behaviour = heldout.returns()
     first_observations = heldout.observations[heldout.step_offsets[:-1] + np.arange(heldout.num_episodes)]

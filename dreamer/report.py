@@ -228,7 +228,7 @@ def plot_dream_vs_real(results: dict, path: str | os.PathLike) -> None:
         axis.set_ylim(limits)
         axis.set_aspect("equal")
         axis.set_xlabel("real return of the episode (replayed from its reset seed)")
-        axis.set_ylabel("return predicted in the dream (same start, same length)")
+        axis.set_ylabel("return predicted in the dream (same start, up to the task horizon)")
         axis.grid(alpha=0.3)
     first = axes.flat[0]
     if len(behaviour):

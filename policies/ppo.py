@@ -175,7 +175,10 @@ class PPO:
 
     def learn(self, chunk: Chunk) -> dict[str, float]:
         """All epochs of updates on one rollout, with the clip range decayed by progress."""
-        clip = self.config.clip_range * (1.0 - self._rollouts_done / self.rollouts)
+        expected = (self.config.steps_per_rollout, self.config.num_envs)
+        if chunk.rewards.shape != expected:
+            raise ValueError(f"PPO expects rollouts of {expected} (steps, environments), got {chunk.rewards.shape}")
+        clip = self.config.clip_range * max(0.0, 1.0 - self._rollouts_done / self.rollouts)
         self._rollouts_done += 1
         self._key, key = jax.random.split(self._key)
         device_chunk = Chunk(*(jnp.asarray(a, jnp.int32 if self._discrete and i == 1 else jnp.float32)

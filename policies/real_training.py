@@ -20,6 +20,7 @@ from tqdm import tqdm
 from policies.acting import ActorPolicy
 from policies.networks import Actor
 from policies.real_collection import Chunk, VectorCollector, real_vector_env
+from tasks.episodes import Episodes
 from tasks.recording import record_episodes
 from tasks.registry import Task
 
@@ -37,10 +38,9 @@ class Learner(Protocol):
     def actor(self) -> Actor: ...
 
 
-def evaluation_returns(task: Task, actor: Actor, seeds: Sequence[int]) -> np.ndarray:
-    """The deterministic actor's real return from each reset seed, all episodes side by side."""
-    episodes = record_episodes(task, ActorPolicy(actor), seeds, num_envs=len(seeds), progress=False)
-    return episodes.returns()
+def evaluation_episodes(task: Task, actor: Actor, seeds: Sequence[int]) -> Episodes:
+    """The deterministic actor's real episodes, one from each reset seed, all side by side."""
+    return record_episodes(task, ActorPolicy(actor), seeds, num_envs=len(seeds), progress=False)
 
 
 def train_on_real(
@@ -71,13 +71,15 @@ def train_on_real(
             model while it is still measured in reality.
 
     Returns:
-        The evaluations: ``{"real_steps", "mean_return", "std_return"}`` each.
+        The evaluations: ``{"real_steps", "mean_return", "std_return", "eval_steps"}`` each
+        (``eval_steps``: all evaluation steps so far).
     """
     progress = sys.stderr.isatty() if progress is None else progress
     started = time.perf_counter()
     environments = environments or real_vector_env(task, len(training_seeds))
     collector = VectorCollector(environments, training_seeds)
     evaluations: list[dict] = []
+    eval_steps = 0  # real steps spent measuring, never learned from
     next_evaluation = evaluate_every
     bar = tqdm(total=total_steps, unit="step", desc=f"train-real {task.name}", disable=not progress, file=sys.stderr)
     try:
@@ -89,9 +91,11 @@ def train_on_real(
             if finished:
                 metrics["episode_return"] = float(np.mean(finished))
             if collector.steps >= next_evaluation or collector.steps >= total_steps:
-                returns = evaluation_returns(task, learner.actor, evaluation_seeds)
+                episodes = evaluation_episodes(task, learner.actor, evaluation_seeds)
+                returns = episodes.returns()
+                eval_steps += episodes.num_steps
                 evaluations.append({"real_steps": collector.steps, "mean_return": float(returns.mean()),
-                                    "std_return": float(returns.std())})
+                                    "std_return": float(returns.std()), "eval_steps": eval_steps})
                 metrics["real_return"] = float(returns.mean())
                 metrics["real_return_std"] = float(returns.std())
                 bar.set_postfix(real_return=f"{returns.mean():.1f}")

@@ -37,13 +37,13 @@ class ReplayBuffer(NamedTuple):
 
 def empty_buffer(capacity: int, observation_shape: tuple[int, ...], action_shape: tuple[int, ...],
                  action_dtype=jnp.float32) -> ReplayBuffer:
-    observations = jnp.zeros((capacity, *observation_shape), jnp.float32)
+    # Every field its own array: a trainer may donate the buffer, and a buffer cannot be donated twice.
     return ReplayBuffer(
-        observations=observations,
+        observations=jnp.zeros((capacity, *observation_shape), jnp.float32),
         actions=jnp.zeros((capacity, *action_shape), action_dtype),
         rewards=jnp.zeros(capacity, jnp.float32),
         terminations=jnp.zeros(capacity, jnp.float32),
-        next_observations=observations,
+        next_observations=jnp.zeros((capacity, *observation_shape), jnp.float32),
         position=jnp.zeros((), jnp.int32),
         size=jnp.zeros((), jnp.int32),
     )

@@ -11,6 +11,7 @@ Stable-Baselines3), fused in a `lax.scan`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -118,7 +119,7 @@ class SAC:
         self.state = SACState(
             actor=actor_state,
             critic=critic_state,
-            target_critic=critic_state,
+            target_critic=jax.tree.map(jnp.copy, critic_state),  # its own buffers: the state is donated
             log_temperature=jnp.log(jnp.asarray(config.initial_temperature, jnp.float32)),
             actor_opt=optimizer.init(nnx.state(actor, nnx.Param)),
             critic_opt=optimizer.init(nnx.state(critic, nnx.Param)),
@@ -178,13 +179,15 @@ class SAC:
                        "entropy": -jnp.mean(log_probs), "temperature": jnp.exp(state.log_temperature)}
             return state, metrics
 
-        @jax.jit
-        def store(state: SACState, transitions) -> SACState:
+        def insert(state: SACState, transitions) -> SACState:
             return state._replace(buffer=replay.insert(state.buffer, *transitions))
 
-        @jax.jit
+        # The state (with its replay buffer) is donated: written in place, never copied.
+        store = jax.jit(insert, donate_argnums=0)
+
+        @functools.partial(jax.jit, donate_argnums=0)
         def store_and_train(state: SACState, transitions, key):
-            state = store(state, transitions)
+            state = insert(state, transitions)
             state, metrics = jax.lax.scan(update, state, jax.random.split(key, config.updates_per_call))
             return state, jax.tree.map(jnp.mean, metrics)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dreamer.config import option
-from dreamer.heldout import evaluate_on_heldout
+from dreamer.heldout import check_replayable, evaluate_on_heldout
 from policies.acting import ActorPolicy
 from policies.saving import load_policy
 from tasks.errors import InputError
@@ -23,7 +23,7 @@ from tasks.recording import EVALUATION_STREAM, record_episodes, reset_seeds
 from tasks.registry import check_spaces_match, get_task
 from tasks.splits import heldout_episodes
 from tasks.traces import read_traces
-from worldmodel.saving import MODEL_FILE, load
+from worldmodel.saving import MODEL_FILE, load, load_spec
 
 SPLITS = ("heldout", "all")
 
@@ -100,12 +100,16 @@ def _on_heldout_episodes(config: EvaluateConfig, actor, task) -> tuple[dict, str
         if heldout is None:
             raise InputError(config.traces, f"has no held-out episodes under split seed {config.split_seed} "
                                             "(record more episodes, or pass --split all for a file nothing learned from)")
-    if (heldout.seeds < 0).any():
-        raise InputError(config.traces, "has held-out episodes without a recorded reset seed; they cannot be replayed")
+    check_replayable(heldout, config.traces)
     _check_seeds_are_fresh(heldout.seeds, Path(config.policy),
                            "a held-out episode starts from a seed this policy's run trained on")
     model_dir = config.world_model or (config.policy if (Path(config.policy) / MODEL_FILE).is_file() else None)
-    world_model = load(model_dir) if model_dir else None
+    world_model = None
+    if model_dir:
+        if load_spec(model_dir).get("task") != task.name:
+            raise InputError(model_dir, f"holds a world model of task {load_spec(model_dir).get('task')}, "
+                                        f"not {task.name}")
+        world_model = load(model_dir)
     result = evaluate_on_heldout(task, actor, heldout, world_model, config.seed)
     s = result["summary"]
     summary = {

@@ -75,6 +75,7 @@ def run(config: TrainRealConfig) -> tuple[dict, str]:
         "algorithm": algo,
         "task": task.name,
         "real_steps": evaluations[-1]["real_steps"],
+        "eval_steps": evaluations[-1]["eval_steps"],
         "wall_seconds": time.perf_counter() - started,
         "final_mean_return": evaluations[-1]["mean_return"],
         "reward_threshold": task.reward_threshold,
@@ -84,7 +85,8 @@ def run(config: TrainRealConfig) -> tuple[dict, str]:
     run_dir.write_summary(summary)
     reached = summary["steps_to_threshold"]
     text = (
-        f"{task.name} {algo.upper()}: {summary['real_steps']} real steps, {summary['wall_seconds']:.0f} s\n"
+        f"{task.name} {algo.upper()}: {summary['real_steps']} real steps (+{summary['eval_steps']} for evaluation), "
+        f"{summary['wall_seconds']:.0f} s\n"
         f"final mean return over {config.eval_episodes} fresh seeds: {summary['final_mean_return']:.1f}"
         + (f"; threshold {task.reward_threshold} held from {reached} real steps" if reached is not None else "")
         + f"\nwrote {config.out}"

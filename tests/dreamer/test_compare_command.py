@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from dreamer.comparison import CompareConfig
 from dreamer.report import load_results
 
 
@@ -16,6 +17,12 @@ def test_a_real_arm_with_less_than_ten_times_the_dream_budget_is_refused(cli, tm
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and "--real-steps" in err and "10x" in err
     assert not (tmp_path / "report").exists()
+
+
+def test_the_default_real_budget_is_at_least_ten_times_the_dream_budget():
+    assert CompareConfig(task="pendulum").real_budget == 20000
+    assert CompareConfig(task="pendulum", dream_steps=3000).real_budget == 30000
+    assert CompareConfig(task="hopper").real_budget == 10 * CompareConfig(task="hopper").dream_budget
 
 
 @pytest.mark.slow

@@ -150,3 +150,15 @@ def test_replaying_the_episodes_a_policy_trained_on_is_refused(cli, online_pendu
 
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and "trained on" in err
+
+
+def test_a_world_model_of_another_task_is_refused(cli, tmp_path, dreamed_pendulum_policy, online_cartpole_run):
+    task = get_task("pendulum")
+    traces = tmp_path / "random"
+    write_traces(traces, record_episodes(task, RandomPolicy(task.action_space), reset_seeds(3, 20), progress=False), task)
+
+    code, out, err = cli("evaluate", "--policy", dreamed_pendulum_policy, "--traces", traces,
+                         "--world-model", online_cartpole_run)
+
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and "cartpole" in err and "pendulum" in err

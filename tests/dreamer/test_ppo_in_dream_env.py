@@ -7,7 +7,7 @@ import gymnasium as gym
 import pytest
 
 from policies.ppo import PPO, PPOConfig
-from policies.real_training import evaluation_returns, train_on_real
+from policies.real_training import evaluation_episodes, train_on_real
 from tasks.recording import EVALUATION_STREAM, reset_seeds
 from tasks.registry import get_task
 from worldmodel.registration import DREAM_ENV_ID  # importing worldmodel registers it
@@ -27,11 +27,11 @@ def test_ppo_trained_in_the_dream_balances_the_real_cartpole(cli, tmp_path):
                           autoreset_mode="same_step", with_uncertainty=False)
     learner = PPO(4, task.action_space, config, DREAM_STEPS, seed=0)
     evaluation_seeds = reset_seeds(0, 10, EVALUATION_STREAM)
-    before = evaluation_returns(task, learner.actor, evaluation_seeds).mean()
+    before = evaluation_episodes(task, learner.actor, evaluation_seeds).returns().mean()
 
     train_on_real(task, learner, DREAM_STEPS, list(range(config.num_envs)), evaluation_seeds,
                   evaluate_every=DREAM_STEPS, progress=False, environments=dreams)
 
-    after = evaluation_returns(task, learner.actor, evaluation_seeds).mean()
+    after = evaluation_episodes(task, learner.actor, evaluation_seeds).returns().mean()
     assert before < 100
     assert after >= 400

@@ -27,6 +27,9 @@ def test_train_real_writes_a_run_directory_with_its_learning_curve(ppo_cartpole_
     assert [e["real_steps"] for e in summary["evaluations"]] == [1024, 2048]
     assert summary["real_steps"] == 2048
     assert summary["final_mean_return"] == summary["evaluations"][-1]["mean_return"]
+    # evaluation steps are counted apart from the 2048 learned from: 3 episodes of 8+ steps each time
+    assert summary["eval_steps"] == summary["evaluations"][-1]["eval_steps"]
+    assert summary["eval_steps"] >= summary["evaluations"][0]["eval_steps"] + 3 * 8 >= 2 * 3 * 8
     assert summary["reward_threshold"] == 475
     evaluated = [line for line in read_metrics(ppo_cartpole_run) if "real_return" in line]
     assert [line["step"] for line in evaluated] == [1024, 2048]

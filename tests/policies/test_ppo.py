@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from policies.ppo import PPO, PPOConfig, generalized_advantages
-from policies.real_training import evaluation_returns, train_on_real
+from policies.real_training import evaluation_episodes, train_on_real
 from tasks.recording import EVALUATION_STREAM, REAL_TRAINING_STREAM, reset_seeds
 from tasks.registry import get_task
 
@@ -40,12 +40,13 @@ def test_rollouts_that_do_not_split_into_minibatches_are_refused():
         PPOConfig(num_envs=3, steps_per_rollout=10, minibatch_size=4)
 
 
+@pytest.mark.slow
 def test_ppo_learns_to_balance_cartpole():
     task = get_task("cartpole")
     config = PPOConfig()
     learner = PPO(4, task.action_space, config, 12000, seed=0)
     evaluation_seeds = reset_seeds(0, 5, EVALUATION_STREAM)
-    before = evaluation_returns(task, learner.actor, evaluation_seeds).mean()
+    before = evaluation_episodes(task, learner.actor, evaluation_seeds).returns().mean()
 
     evaluations = train_on_real(task, learner, 12000, reset_seeds(0, config.num_envs, REAL_TRAINING_STREAM),
                                 evaluation_seeds, evaluate_every=4000, progress=False)

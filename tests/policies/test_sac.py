@@ -7,7 +7,7 @@ import pytest
 
 from policies.networks import NetworkConfig
 from policies.real_collection import VectorCollector, real_vector_env
-from policies.real_training import evaluation_returns, train_on_real
+from policies.real_training import evaluation_episodes, train_on_real
 from policies.sac import SAC, SACConfig
 from tasks.recording import EVALUATION_STREAM, REAL_TRAINING_STREAM, reset_seeds
 from tasks.registry import get_task
@@ -48,7 +48,7 @@ def test_sac_learns_to_swing_up_pendulum():
     task = get_task("pendulum")
     learner = SAC(3, task.action_space, SACConfig(), total_steps=4000, seed=0)
     evaluation_seeds = reset_seeds(0, 5, EVALUATION_STREAM)
-    before = evaluation_returns(task, learner.actor, evaluation_seeds).mean()
+    before = evaluation_episodes(task, learner.actor, evaluation_seeds).returns().mean()
 
     evaluations = train_on_real(task, learner, 4000, reset_seeds(0, 1, REAL_TRAINING_STREAM), evaluation_seeds,
                                 evaluate_every=2000, progress=False)
