@@ -77,6 +77,13 @@ def generalized_advantages(rewards, values, next_values, terminations, episode_e
     return advantages
 
 
+def clipped_surrogate_loss(log_probs, old_log_probs, advantages, clip):
+    """PPO's policy loss: the probability ratio times the advantage, with the ratio held
+    within ``1 +- clip`` wherever moving it further would only look better."""
+    ratio = jnp.exp(log_probs - old_log_probs)
+    return -jnp.mean(jnp.minimum(ratio * advantages, jnp.clip(ratio, 1.0 - clip, 1.0 + clip) * advantages))
+
+
 class PPOState(NamedTuple):
     actor: nnx.State
     critic: nnx.State
@@ -120,13 +127,12 @@ class PPO:
             critic_module = nnx.merge(critic_graph, params[1], rests[1])
             log_probs = actor_module.log_prob(observations, actions)
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-            ratio = jnp.exp(log_probs - old_log_probs)
-            policy_loss = -jnp.mean(jnp.minimum(ratio * advantages, jnp.clip(ratio, 1.0 - clip, 1.0 + clip) * advantages))
+            policy_loss = clipped_surrogate_loss(log_probs, old_log_probs, advantages, clip)
             value_loss = jnp.mean((critic_module(observations) - returns) ** 2)
             entropy = -jnp.mean(log_probs)
             total = policy_loss + config.value_weight * value_loss - config.entropy * entropy
             return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
-                           "clip_fraction": jnp.mean(jnp.abs(ratio - 1.0) > clip)}
+                           "clip_fraction": jnp.mean(jnp.abs(jnp.exp(log_probs - old_log_probs) - 1.0) > clip)}
 
         @jax.jit
         def train(state: PPOState, chunk: Chunk, clip, key):

@@ -57,6 +57,19 @@ class SACConfig:
             raise ValueError("batch_size and updates_per_call must be at least 1, learning_starts at least 0")
 
 
+def soft_q_targets(rewards, terminations, next_q1, next_q2, next_log_probs, temperature, gamma):
+    """Bellman targets of soft Q-learning: the reward plus, unless the episode terminated,
+    the discounted smaller target Q of the next action minus the temperature times its
+    log-probability (clipped double-Q keeps the targets from drifting upwards)."""
+    soft_value = jnp.minimum(next_q1, next_q2) - temperature * next_log_probs
+    return rewards + gamma * (1.0 - terminations) * soft_value
+
+
+def temperature_loss(log_temperature, log_probs, target_entropy: float):
+    """Raises the temperature while the policy's entropy is below the target, lowers it above."""
+    return -jnp.mean(log_temperature * jax.lax.stop_gradient(log_probs + target_entropy))
+
+
 class TwinQ(nnx.Module):
     """Two independent Q-networks over (observation, action in [-1, 1])."""
 
@@ -132,11 +145,10 @@ class SAC:
             observations, actions, rewards, terminations, next_observations = batch
             actor_module = nnx.merge(self._actor_graph, state.actor)
             next_actions, next_log_probs = actor_module.sample(next_observations, key)
-            target_q = jnp.minimum(*nnx.merge(critic_graph, state.target_critic)(next_observations, to_unit(next_actions)))
-            temperature = jnp.exp(state.log_temperature)
-            targets = rewards + config.gamma * (1.0 - terminations) * (target_q - temperature * next_log_probs)
+            next_q1, next_q2 = nnx.merge(critic_graph, state.target_critic)(next_observations, to_unit(next_actions))
+            targets = jax.lax.stop_gradient(soft_q_targets(rewards, terminations, next_q1, next_q2, next_log_probs,
+                                                           jnp.exp(state.log_temperature), config.gamma))
             q1, q2 = nnx.merge(critic_graph, critic_params, critic_rest)(observations, to_unit(actions))
-            targets = jax.lax.stop_gradient(targets)
             return 0.5 * (jnp.mean((q1 - targets) ** 2) + jnp.mean((q2 - targets) ** 2)), jnp.mean(q1)
 
         def actor_loss(actor_params, actor_rest, state: SACState, observations, key):
@@ -145,9 +157,6 @@ class SAC:
             q = jnp.minimum(*nnx.merge(critic_graph, state.critic)(observations, to_unit(actions)))
             temperature = jax.lax.stop_gradient(jnp.exp(state.log_temperature))
             return jnp.mean(temperature * log_probs - q), log_probs
-
-        def temperature_loss(log_temperature, log_probs):
-            return -jnp.mean(log_temperature * jax.lax.stop_gradient(log_probs + target_entropy))
 
         def update(state: SACState, key):
             batch_key, critic_key, actor_key = jax.random.split(key, 3)
@@ -166,7 +175,7 @@ class SAC:
             step, actor_opt = optimizer.update(grads, state.actor_opt, actor_params)
             actor = nnx.merge_state(optax.apply_updates(actor_params, step), actor_rest)
 
-            loss_t, grad = jax.value_and_grad(temperature_loss)(state.log_temperature, log_probs)
+            loss_t, grad = jax.value_and_grad(temperature_loss)(state.log_temperature, log_probs, target_entropy)
             step, temperature_opt = optimizer.update(grad, state.temperature_opt, state.log_temperature)
             target = jax.tree.map(lambda t, c: (1.0 - config.target_rate) * t + config.target_rate * c,
                                   state.target_critic, critic)

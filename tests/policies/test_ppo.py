@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from policies.ppo import PPO, PPOConfig, generalized_advantages
+from policies.ppo import PPO, PPOConfig, clipped_surrogate_loss, generalized_advantages
 from policies.real_training import evaluation_episodes, train_on_real
 from tasks.recording import EVALUATION_STREAM, REAL_TRAINING_STREAM, reset_seeds
 from tasks.registry import get_task
@@ -54,3 +55,13 @@ def test_ppo_learns_to_balance_cartpole():
     assert before < 60
     assert [e["real_steps"] for e in evaluations] == [4096, 8192, 12032]
     assert max(e["mean_return"] for e in evaluations) > 150
+
+
+def test_the_surrogate_stops_rewarding_a_ratio_beyond_the_clip():
+    old = jnp.zeros(2)
+    advantages = jnp.array([1.0, -1.0])
+    # a ratio of e^0.5 on a positive advantage gains only up to 1.2; on a negative one it costs in full
+    loss = clipped_surrogate_loss(jnp.array([0.5, 0.5]), old, advantages, 0.2)
+    np.testing.assert_allclose(loss, -np.mean([1.2 * 1.0, np.exp(0.5) * -1.0]), rtol=1e-6)
+    gradient = jax.grad(clipped_surrogate_loss)(jnp.array([0.5, 0.5]), old, advantages, 0.2)
+    assert gradient[0] == 0 and gradient[1] > 0

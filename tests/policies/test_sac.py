@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from policies.networks import NetworkConfig
 from policies.real_collection import VectorCollector, real_vector_env
 from policies.real_training import evaluation_episodes, train_on_real
-from policies.sac import SAC, SACConfig
+from policies.sac import SAC, SACConfig, soft_q_targets, temperature_loss
 from tasks.recording import EVALUATION_STREAM, REAL_TRAINING_STREAM, reset_seeds
 from tasks.registry import get_task
 
@@ -55,3 +57,18 @@ def test_sac_learns_to_swing_up_pendulum():
 
     assert before < -900
     assert evaluations[-1]["mean_return"] > -600
+
+
+def test_soft_q_targets_bootstrap_the_smaller_q_unless_the_episode_terminated():
+    targets = soft_q_targets(rewards=jnp.array([1.0, 1.0]), terminations=jnp.array([0.0, 1.0]),
+                             next_q1=jnp.array([5.0, 5.0]), next_q2=jnp.array([3.0, 3.0]),
+                             next_log_probs=jnp.array([-2.0, -2.0]), temperature=0.5, gamma=0.9)
+
+    np.testing.assert_allclose(targets, [1.0 + 0.9 * (3.0 + 0.5 * 2.0), 1.0])
+
+
+def test_the_temperature_rises_while_entropy_is_below_the_target():
+    low_entropy_log_probs = jnp.array([2.0, 3.0])  # entropy about -2.5, target -1
+    gradient = jax.grad(temperature_loss)(jnp.log(0.2), low_entropy_log_probs, -1.0)
+    assert gradient < 0  # gradient descent raises log alpha
+    assert jax.grad(temperature_loss)(jnp.log(0.2), jnp.array([-3.0]), -1.0) > 0
