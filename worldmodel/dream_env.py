@@ -24,17 +24,15 @@ the JAX key ``jax.random.key(seed % 2**32)``; every reset and step splits the ke
 from __future__ import annotations
 
 import copy
-import functools
-from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from worldmodel import dream_functional as functional
+from worldmodel.dream_calls import dream_calls, seed_keys
 
 
 class DreamEnv(gym.Env):
@@ -83,7 +81,7 @@ class DreamEnv(gym.Env):
         graphdef, model_state = nnx.split(self.dream.world_model)
         self._model_leaves, treedef = jax.tree.flatten(model_state)
         self._with_uncertainty = bool(with_uncertainty)
-        self._reset_call, self._step_call = _compiled_calls(graphdef, treedef, self._with_uncertainty)
+        self._calls = dream_calls(graphdef, treedef, self._with_uncertainty)
         self._first_seed = seed
         self._keys: jax.Array | None = None
         self._state: functional.DreamState | None = None
@@ -96,18 +94,18 @@ class DreamEnv(gym.Env):
             seed = int(self.np_random.integers(2**32))
         if seed is not None:
             self._keys = seed_keys([seed])
-        self._state, self._keys, observation = self._reset_call(self._model_leaves, self.dream.params, self._keys)
+        self._state, self._keys, observation = self._calls.reset(self._model_leaves, self.dream.params, self._keys)
         return self._observation(observation), {}
 
     def step(self, action):
         if self._state is None:
             raise gym.error.ResetNeeded("call reset() before step()")
         action = np.asarray(action).reshape(1, *self.action_space.shape)
-        self._state, self._keys, observation, scalars = self._step_call(
+        self._state, self._keys, observation, scalars, _ = self._calls.step(
             self._model_leaves, self.dream.params, self._state, self._keys, action
         )
         observation, scalars = jax.device_get((observation, scalars))
-        reward, terminated, truncated, continue_prob, uncertainty = scalars
+        reward, terminated, truncated, continue_prob, uncertainty, _ = scalars[:, 0]
         info = {"continue_prob": float(continue_prob)}
         if self._with_uncertainty:
             info["uncertainty"] = float(uncertainty)
@@ -115,39 +113,3 @@ class DreamEnv(gym.Env):
 
     def _observation(self, batch) -> np.ndarray:
         return np.array(batch[0], dtype=self.observation_space.dtype)
-
-
-def seed_keys(seeds) -> jax.Array:
-    """``[N]`` keys, ``jax.random.key(seed % 2**32)`` for each seed (ints or numpy ints)."""
-    return _seed_keys(np.asarray([int(seed) % 2**32 for seed in seeds], dtype=np.uint32))
-
-
-_seed_keys = jax.jit(functional.seed_keys)
-
-
-@functools.lru_cache(maxsize=None)
-def _compiled_calls(graphdef, treedef, with_uncertainty: bool) -> tuple[Callable, Callable]:
-    """The jitted reset and step of one environment, shared by every model of this structure.
-
-    The model comes in as its flat list of arrays and goes back together inside, and a
-    step's scalars come out as one array: each argument and result costs time on every
-    call, and for one environment that overhead is most of a step.
-    """
-
-    def merge(leaves):
-        return nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
-
-    @jax.jit
-    def reset(leaves, params, keys):
-        keys, draws = functional.split_keys(keys)
-        state, observation = functional.reset(merge(leaves), params, draws)
-        return state, keys, observation
-
-    @jax.jit
-    def step(leaves, params, state, keys, action):
-        keys, draws = functional.split_keys(keys)
-        state, shown = functional.step(merge(leaves), params, state, action, draws, with_uncertainty)
-        scalars = (shown.reward, shown.terminated, shown.truncated, shown.continue_prob, shown.uncertainty)
-        return state, keys, shown.observation, jnp.stack([x[0].astype(jnp.float32) for x in scalars])
-
-    return reset, step

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import numbers
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import gymnasium as gym
 import jax
@@ -37,7 +35,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from worldmodel import dream_functional as functional
-from worldmodel.dream_env import seed_keys
+from worldmodel.dream_calls import dream_calls, seed_keys
 
 
 class DreamVectorEnv(gym.vector.VectorEnv):
@@ -109,7 +107,7 @@ class DreamVectorEnv(gym.vector.VectorEnv):
         graphdef, model_state = nnx.split(self.dream.world_model)
         self._model_leaves, treedef = jax.tree.flatten(model_state)
         self._with_uncertainty = bool(with_uncertainty)
-        self._calls = _compiled_calls(graphdef, treedef, self._with_uncertainty)
+        self._calls = dream_calls(graphdef, treedef, self._with_uncertainty)
         self._first_seed = seed
         self._keys: jax.Array | None = None
         self._state: functional.DreamState | None = None
@@ -153,7 +151,7 @@ class DreamVectorEnv(gym.vector.VectorEnv):
             raise gym.error.ResetNeeded("call reset() before step()")
         actions = np.asarray(actions).reshape(self.action_space.shape)
         same_step = self.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP
-        call = self._calls.same_step if same_step else self._calls.step
+        call = self._calls.same_step if same_step else self._calls.next_step
         self._state, self._keys, observation, scalars, final_observation = call(
             self._model_leaves, self.dream.params, self._state, self._keys, actions
         )
@@ -186,58 +184,3 @@ class DreamVectorEnv(gym.vector.VectorEnv):
         if not mask.any():
             raise ValueError("options['reset_mask'] must select at least one environment")
         return mask
-
-
-class _Calls(NamedTuple):
-    reset: Callable
-    reset_some: Callable
-    step: Callable
-    same_step: Callable
-
-
-@functools.lru_cache(maxsize=None)
-def _compiled_calls(graphdef, treedef, with_uncertainty: bool) -> _Calls:
-    """The jitted reset, partial reset and step of N environments, shared by every model of this structure.
-
-    The model comes in as its flat list of arrays, and a step's per-environment scalars
-    come out stacked in one array, since every argument and result costs time per call.
-    """
-
-    def merge(leaves):
-        return nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
-
-    @jax.jit
-    def reset(leaves, params, keys):
-        keys, draws = functional.split_keys(keys)
-        state, observation = functional.reset(merge(leaves), params, draws)
-        return state, keys, observation
-
-    @jax.jit
-    def reset_some(leaves, params, keys, state, observation, mask):
-        next_keys, draws = functional.split_keys(keys)
-        started, start_observation = functional.reset(merge(leaves), params, draws)
-        return (
-            functional.select(mask, started, state),
-            functional.select(mask, next_keys, keys),
-            functional.select(mask, start_observation, observation),
-        )
-
-    @jax.jit
-    def step(leaves, params, state, keys, actions):
-        keys, draws = functional.split_keys(keys)
-        restarted = state.ended
-        state, shown = functional.autoreset_step(merge(leaves), params, state, actions, draws, with_uncertainty)
-        scalars = (shown.reward, shown.terminated, shown.truncated, shown.continue_prob, shown.uncertainty, restarted)
-        return state, keys, shown.observation, jnp.stack([x.astype(jnp.float32) for x in scalars]), None
-
-    @jax.jit
-    def same_step(leaves, params, state, keys, actions):
-        keys, draws = functional.split_keys(keys)
-        state, shown, final = functional.same_step_autoreset_step(
-            merge(leaves), params, state, actions, draws, with_uncertainty)
-        never_restarted = jnp.zeros_like(shown.reward)
-        scalars = (shown.reward, shown.terminated, shown.truncated, shown.continue_prob, shown.uncertainty,
-                   never_restarted)
-        return state, keys, shown.observation, jnp.stack([x.astype(jnp.float32) for x in scalars]), final
-
-    return _Calls(reset, reset_some, step, same_step)
