@@ -76,6 +76,7 @@ def train_on_real(
     """
     progress = sys.stderr.isatty() if progress is None else progress
     started = time.perf_counter()
+    owned = environments is None  # close only the environments made here
     environments = environments or real_vector_env(task, len(training_seeds))
     collector = VectorCollector(environments, training_seeds)
     evaluations: list[dict] = []
@@ -106,5 +107,6 @@ def train_on_real(
                 log(collector.steps, metrics)
     finally:
         bar.close()
-        collector.close()
+        if owned:
+            collector.close()
     return evaluations
