@@ -412,7 +412,7 @@ def _heldout_section(heldout: dict | None) -> str:
         ("real return", "mean_real_return", "real_return_ci95", _number),
         ("improvement over the behaviour policy", "improvement", "improvement_ci95", _number),
         ("dream-to-real gap, absolute", "gap_abs_mean", "gap_abs_ci95", _number),
-        ("dream-to-real gap, relative", "gap_relative_mean", "gap_relative_ci95", _significant),
+        ("dream-to-real gap, relative to the mean absolute real return", "gap_relative_mean", "gap_relative_ci95", _significant),
         ("behaviour policy's real return", "mean_behaviour_return", None, _number),
     ]
     rows = [[name, write(summary[mean]), _interval(summary.get(ci), write) if ci else "-"]

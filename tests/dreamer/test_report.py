@@ -134,7 +134,7 @@ def test_the_report_renders_from_the_saved_results_file(results_file, tmp_path):
     assert "1/8.3 of the real-trained arm's 5,000" in report
     # held-out summary and per-episode tables
     assert table_row(report, "real return")[1:] == ["-154.5", "-156.3 to -152.7"]
-    assert table_row(report, "dream-to-real gap, relative")[1:] == ["0.0356", "0.0241 to 0.0471"]
+    assert table_row(report, "dream-to-real gap, relative to the mean absolute real return")[1:] == ["0.0356", "0.0241 to 0.0471"]
     assert table_row(report, "123459")[1:] == ["-1,230.0", "-153.0", "-146.0", "7.0"]
     # fidelity at the horizons that exist, with the last one too thin to measure
     header = table_row(report, "predictor")
