@@ -92,6 +92,7 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
         raise InputError("--real-steps", f"the real-trained arm needs at least {MIN_BUDGET_RATIO}x the dream arm's "
                                          f"{config.dream_budget} real steps, got {config.real_budget}")
     algo = config.algo or train_real.default_algorithm(task)
+    commit, dirty = source_commit()  # the code as it was when the runs started
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
     seeds = [config.seed + i for i in range(config.seeds)]
@@ -113,7 +114,6 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
     fidelity_config = FidelityConfig(horizon=min(50, task.horizon))
     fidelity = fidelity_report(world_model, heldout, trained_on, fidelity_config, jax.random.key(seeds[0]))
 
-    commit, dirty = source_commit()
     results = {
         "format": RESULTS_FORMAT,
         "task": task.name,
