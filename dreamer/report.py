@@ -321,6 +321,8 @@ def _reached_text(summary: dict) -> str:
     if steps["median"] is None:
         return (f"in only {reached} of {runs} seeds within its {_steps(summary['budget_real_steps'])}-step budget "
                 f"(median: never)")
+    if runs == 1:
+        return f"after {_steps(steps['median'])} real steps (one seed)"
     seeds = f"median over {runs} seeds" + ("" if reached == runs else f", {reached} of which held it")
     return f"after {_steps(steps['median'])} real steps ({seeds})"
 

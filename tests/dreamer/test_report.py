@@ -308,3 +308,13 @@ def test_rendering_does_not_change_the_results(tmp_path):
 
     render_report(results, tmp_path)
     assert results == before
+
+
+def test_a_single_seed_is_not_called_a_median():
+    results = make_results()
+    for arm in results["arms"]:
+        arm["runs"] = arm["runs"][:1]
+
+    statement = headline(results)["statement"]
+
+    assert "(one seed)" in statement and "median" not in statement
