@@ -2,7 +2,9 @@
 
 The dream arm is the online loop (`dreamer run`); the real arm is a baseline trained on
 the real environment (`dreamer train-real`) with ten or more times the real steps, so
-its curve shows where it crosses the threshold. Both are measured the same way: the
+its curve shows where it crosses the threshold; an optional offline arm fits a world
+model on a fixed trace file and trains purely in its dreams (`dreamer fit`, `dreamer
+dream`), its real experience being the file's steps. Both are measured the same way: the
 deterministic policy on the same fresh reset seeds, after every round or every
 ``eval_every`` real steps. The dream arm's first seed is also replayed on held-out real
 episodes (next to its world model's prediction), and that model's open-loop error is
@@ -27,20 +29,24 @@ import jax
 import numpy as np
 import yaml
 
-from dreamer.commands import train_real
+from dreamer.actor_critic import DreamConfig
+from dreamer.commands import dream, fit, train_real
 from dreamer.config import option
 from dreamer.heldout import check_replayable, evaluate_on_heldout
-from dreamer.online import RunConfig, run_online
+from dreamer.online import RunConfig, run_online, steps_to_threshold
 from dreamer.provenance import machine_info, package_versions, source_commit
 from dreamer.report import RESULTS_FORMAT, render_report
+from policies.real_training import evaluation_episodes
 from policies.saving import load_policy
 from tasks.errors import InputError
-from tasks.recording import HELDOUT_STREAM, RandomPolicy, record_episodes, reset_seeds
+from tasks.recording import EVALUATION_STREAM, HELDOUT_STREAM, RandomPolicy, record_episodes, reset_seeds
 from tasks.registry import Task, get_task
 from tasks.run_directory import CONFIG_FILE, SUMMARY_FILE, config_to_dict
 from tasks.splits import heldout_episodes
 from tasks.traces import read_traces, write_traces
+from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fidelity import FidelityConfig, fidelity_report
+from worldmodel.fit import FitConfig
 from worldmodel.saving import load
 
 # Real-step budgets per task: the dream arm's, and the real arm's (at least ten times as
@@ -48,6 +54,16 @@ from worldmodel.saving import load
 DREAM_STEPS = {"pendulum": 1000, "cartpole": 1500}
 REAL_STEPS = {"pendulum": 20000, "cartpole": 100000}
 MIN_BUDGET_RATIO = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineArmConfig:
+    """How the offline arm fits and dreams (the defaults of `dreamer fit` and `dreamer dream`)."""
+
+    ensemble: EnsembleConfig = option(EnsembleConfig(), help="world model settings")
+    fit: FitConfig = option(FitConfig(), help="fitting settings")
+    dream: DreamConfig = option(DreamConfig(uncertainty_penalty=1.0), help="policy training in dreams")
+    updates: int = option(3000, help="actor-critic updates in dreams")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +80,10 @@ class CompareConfig:
     heldout_traces: str | None = option(None, help="trace file whose held-out episodes the dream policy replays "
                                                    "(default: record --heldout-episodes random episodes)")
     heldout_episodes: int = option(10, help="random episodes recorded as the held-out set")
-    eval_episodes: int = option(10, help="evaluation episodes on fresh seeds, for both arms")
+    offline_traces: str | None = option(None, help="a fixed trace file for a third, offline arm: fit a world model "
+                                                   "on it and train a policy purely in its dreams")
+    offline: OfflineArmConfig = option(OfflineArmConfig(), help="the offline arm's settings")
+    eval_episodes: int = option(10, help="evaluation episodes on fresh seeds, for every arm")
     eval_every: int = option(1000, help="real steps between the real arm's evaluations")
     seed: int = option(0, help="first seed")
 
@@ -98,12 +117,15 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
     seeds = [config.seed + i for i in range(config.seeds)]
     heldout = _heldout_set(config, task, out)
 
-    dream_runs, real_runs = [], []
+    dream_runs, real_runs, offline_runs = [], [], []
     for number, seed in enumerate(seeds, 1):
         _say(f"seed {seed} ({number}/{len(seeds)}): dream-trained arm, {config.dream_budget} real steps")
         dream_runs.append(_dream_run(config, seed, out / "runs" / f"dream-seed{seed}"))
         _say(f"seed {seed} ({number}/{len(seeds)}): real-trained arm ({algo.upper()}), {config.real_budget} real steps")
         real_runs.append(_real_run(config, algo, seed, out / "runs" / f"real-{algo}-seed{seed}"))
+        if config.offline_traces:
+            _say(f"seed {seed} ({number}/{len(seeds)}): offline arm, dreams from {config.offline_traces}")
+            offline_runs.append(_offline_run(config, task, seed, out / "runs" / f"offline-seed{seed}"))
 
     first = Path(dream_runs[0]["run_dir"])
     _say(f"replaying {heldout.num_episodes} held-out episodes with the dream arm's policy (seed {seeds[0]})")
@@ -126,6 +148,7 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
         "packages": package_versions(),
         "machine": machine_info(),
         "seeds": seeds,
+        "config": config_to_dict(config),
         "evaluation": {"episodes": config.eval_episodes, "policy": "deterministic", "dream_every": "round",
                        "real_every": config.eval_every},
         "arms": [
@@ -138,22 +161,43 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
                     "world_model": str(first), "policy": str(first), **heldout_result},
         "fidelity": fidelity,
     }
+    if offline_runs:
+        results["arms"].append({
+            "name": "offline", "label": "dream-trained (offline, fixed traces)", "algorithm": "dreamer fit + dream",
+            "budget_real_steps": offline_runs[0]["real_steps"], "runs": offline_runs,
+        })
     (out / "results.json").write_text(json.dumps(results, indent=2))
     render_report(results, out)
     return results
 
 
 def command_line(config: CompareConfig) -> str:
-    """The command that reproduces this comparison, every budget spelled out."""
-    words = ["dreamer", "compare", "--task", config.task, "--out", str(config.out_dir), "--seed", config.seed,
-             "--seeds", config.seeds, "--dream-steps", config.dream_budget, "--real-steps", config.real_budget]
-    if config.algo:
-        words += ["--algo", config.algo]
-    if config.heldout_traces:
-        words += ["--heldout-traces", config.heldout_traces]
-    else:
-        words += ["--heldout-episodes", config.heldout_episodes]
+    """The command that reproduces this comparison: every budget spelled out, and every
+    other setting that differs from its default."""
+    budgets = {"out": str(config.out_dir), "seed": config.seed, "seeds": config.seeds,
+               "dream_steps": config.dream_budget, "real_steps": config.real_budget}
+    words = ["dreamer", "compare", "--task", config.task]
+    for name, value in budgets.items():
+        words += ["--" + name.replace("_", "-"), value]
+    words += _changed_flags(config, CompareConfig(task=config.task), skip={"task", *budgets})
     return " ".join(map(str, words))
+
+
+def _changed_flags(config, default, skip=frozenset(), prefix: str = "") -> list:
+    """``--name value`` for each field (nested ones as ``--a.b``) that differs from ``default``."""
+    flags = []
+    for field in dataclasses.fields(config):
+        value, default_value = getattr(config, field.name), getattr(default, field.name)
+        if field.name in skip or value == default_value:
+            continue
+        flag = prefix + field.name.replace("_", "-")
+        if dataclasses.is_dataclass(value):
+            flags += _changed_flags(value, default_value, prefix=flag + ".")
+        elif isinstance(value, bool):
+            flags.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            flags += [f"--{flag}", value]
+    return flags
 
 
 def heldout_location(config: CompareConfig, out: Path) -> Path:
@@ -201,6 +245,34 @@ def _real_run(config: CompareConfig, algo: str, seed: int, run_dir: Path) -> dic
             shutil.rmtree(run_dir)
         summary, _ = train_real.run(run_config)
     return _run_record(seed, run_dir, summary)
+
+
+def _offline_run(config: CompareConfig, task: Task, seed: int, run_dir: Path) -> dict:
+    """Fit on the fixed traces, dream, and evaluate once: its real experience is the file's."""
+    model_config = fit.FitCommandConfig(traces=config.offline_traces, out=str(run_dir / "world-model"),
+                                        ensemble=config.offline.ensemble, fit=config.offline.fit, seed=seed)
+    dream_config = dream.DreamCommandConfig(world_model=model_config.out, out=str(run_dir / "policy"),
+                                            dream=config.offline.dream, updates=config.offline.updates, seed=seed)
+    summary = _finished(Path(dream_config.out), dream_config)
+    if summary is None or "evaluations" not in summary:
+        started = time.perf_counter()
+        if run_dir.exists():  # an offline arm that was cut short starts over
+            shutil.rmtree(run_dir)
+        fit.run(model_config)
+        dream.run(dream_config)
+        actor, _, _ = load_policy(dream_config.out)
+        returns = evaluation_episodes(task, actor, reset_seeds(seed, config.eval_episodes, EVALUATION_STREAM)).returns()
+        real_steps = read_traces(config.offline_traces, task=task).episodes.num_steps
+        evaluations = [{"real_steps": real_steps, "mean_return": float(returns.mean())}]
+        summary = {
+            "real_steps": real_steps,
+            "wall_seconds": time.perf_counter() - started,
+            "final_mean_return": float(returns.mean()),
+            "steps_to_threshold": steps_to_threshold(evaluations, task.reward_threshold),
+            "evaluations": evaluations,
+        }
+        (Path(dream_config.out) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    return _run_record(seed, Path(dream_config.out), summary)
 
 
 def _finished(run_dir: Path, run_config) -> dict | None:

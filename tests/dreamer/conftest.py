@@ -78,6 +78,12 @@ def dream_argv():
 
 
 @pytest.fixture(scope="session")
+def tiny_flags() -> tuple[str, ...]:
+    """The tiny world-model and dream flags, for commands that take both (`fit` + `dream`)."""
+    return (*TINY_WORLD_MODEL_FLAGS, *TINY_DREAM_FLAGS)
+
+
+@pytest.fixture(scope="session")
 def eval_episodes() -> int:
     """Evaluation episodes per round of the tiny `dreamer run`s."""
     return EVAL_EPISODES

@@ -8,6 +8,8 @@ import pytest
 
 from dreamer.comparison import CompareConfig
 from dreamer.report import load_results
+from tasks.registry import get_task
+from tasks.traces import read_traces, write_traces
 
 
 def test_a_real_arm_with_less_than_ten_times_the_dream_budget_is_refused(cli, tmp_path):
@@ -26,10 +28,14 @@ def test_the_default_real_budget_is_at_least_ten_times_the_dream_budget():
 
 
 @pytest.mark.slow
-def test_compare_writes_a_reproducible_report_and_reuses_finished_runs(cli, tmp_path):
-    out = tmp_path / "report"
+def test_compare_writes_a_reproducible_report_and_reuses_finished_runs(cli, tmp_path, record_random, tiny_flags):
+    out, offline_traces = tmp_path / "report", tmp_path / "fixed-traces"
+    write_traces(offline_traces, record_random("cartpole", 12, seed=5), get_task("cartpole"))
+    tiny_offline_arm = [flag.replace("--", "--offline.", 1) if flag.startswith("--") else flag
+                        for flag in (*tiny_flags, "--updates", "20")]
     argv = ("compare", "--task", "cartpole", "--seeds", 2, "--dream-steps", 200, "--real-steps", 2048,
-            "--heldout-episodes", 3, "--eval-episodes", 3, "--eval-every", 1024, "--out", out, "--json")
+            "--heldout-episodes", 3, "--eval-episodes", 3, "--eval-every", 1024, "--out", out,
+            "--offline-traces", offline_traces, *tiny_offline_arm, "--json")
 
     code, stdout, err = cli(*argv)
 
@@ -42,8 +48,12 @@ def test_compare_writes_a_reproducible_report_and_reuses_finished_runs(cli, tmp_
     assert "--dream-steps 200 --real-steps 2048" in results["command"]
     assert results["packages"]["jax"] and results["machine"]["cores"] >= 1
     assert "commit" in results and "dirty" in results
-    dream, real = results["arms"]
-    assert (dream["name"], real["name"], real["algorithm"]) == ("dream", "real", "ppo")
+    dream, real, offline = results["arms"]
+    assert (dream["name"], real["name"], real["algorithm"], offline["name"]) == ("dream", "real", "ppo", "offline")
+    fixed_steps = read_traces(offline_traces).episodes.num_steps
+    assert [run["real_steps"] for run in offline["runs"]] == [fixed_steps, fixed_steps]
+    assert [len(run["evaluations"]) for run in offline["runs"]] == [1, 1]
+    assert "--offline-traces" in results["command"] and "--offline.updates 20" in results["command"]
     assert [run["seed"] for run in dream["runs"]] == [0, 1]
     assert all(run["real_steps"] == 200 for run in dream["runs"])
     assert [e["real_steps"] for e in real["runs"][0]["evaluations"]] == [1024, 2048]
@@ -51,7 +61,7 @@ def test_compare_writes_a_reproducible_report_and_reuses_finished_runs(cli, tmp_
     assert all(e["dream_return"] is not None for e in results["heldout"]["episodes"])
     assert results["fidelity"]["horizons"][:3] == [1, 2, 3]
     report = (out / "report.md").read_text()
-    assert "dream-trained (online loop)" in report and "real-trained (PPO)" in report
+    assert "dream-trained (online loop)" in report and "real-trained (PPO)" in report and "offline" in report
     for plot in ("learning_curves.png", "dream_vs_real.png", "world_model_error.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -59,6 +69,6 @@ def test_compare_writes_a_reproducible_report_and_reuses_finished_runs(cli, tmp_
     code, _, err = cli(*argv)
 
     assert code == 0, err
-    assert err.count("reusing the finished run") == 4
+    assert err.count("reusing the finished run") == 6
     again = load_results(out / "results.json")
     assert again["arms"] == results["arms"]
