@@ -113,9 +113,9 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
     algo = config.algo or train_real.default_algorithm(task)
     commit, dirty = source_commit()  # the code as it was when the runs started
     out = config.out_dir
-    out.mkdir(parents=True, exist_ok=True)
     seeds = [config.seed + i for i in range(config.seeds)]
-    heldout = _heldout_set(config, task, out)
+    heldout = _heldout_set(config, task, out)  # before anything is written: a bad file stops here
+    out.mkdir(parents=True, exist_ok=True)
 
     dream_runs, real_runs, offline_runs = [], [], []
     for number, seed in enumerate(seeds, 1):
@@ -221,6 +221,7 @@ def _heldout_set(config: CompareConfig, task: Task, out: Path):
             return episodes
         shutil.rmtree(location)
     _say(f"recording {config.heldout_episodes} random held-out episodes into {location}")
+    location.parent.mkdir(parents=True, exist_ok=True)
     episodes = record_episodes(task, RandomPolicy(task.action_space), seeds, progress=False)
     write_traces(location, episodes, task, algorithm_name="random (dreamer compare held-out set)")
     return episodes

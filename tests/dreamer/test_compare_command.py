@@ -21,6 +21,17 @@ def test_a_real_arm_with_less_than_ten_times_the_dream_budget_is_refused(cli, tm
     assert not (tmp_path / "report").exists()
 
 
+def test_a_heldout_file_of_another_task_is_refused_before_anything_runs(cli, tmp_path, record_random):
+    pendulum = tmp_path / "pendulum-traces"
+    write_traces(pendulum, record_random("pendulum", 2), get_task("pendulum"))
+
+    code, out, err = cli("compare", "--task", "cartpole", "--heldout-traces", pendulum, "--out", tmp_path / "report")
+
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and "does not match task cartpole" in err
+    assert not (tmp_path / "report").exists()
+
+
 def test_the_default_real_budget_is_at_least_ten_times_the_dream_budget():
     assert CompareConfig(task="pendulum").real_budget == 20000
     assert CompareConfig(task="pendulum", dream_steps=3000).real_budget == 30000
