@@ -29,16 +29,18 @@ class RunDirectory:
         path: the run directory.
         config: the run's frozen dataclass config, written to ``config.yaml``.
         resume: continue a run already in ``path``; its config must match.
+        resumable: whether the command can resume at all (its error message says so).
     """
 
-    def __init__(self, path: str | Path, config: Any, resume: bool = False):
+    def __init__(self, path: str | Path, config: Any, resume: bool = False, resumable: bool = True):
         self.path = Path(path)
         self.config = config
         config_path = self.path / CONFIG_FILE
         written = config_to_dict(config)
         if config_path.exists():
             if not resume:
-                raise InputError(self.path, "already holds a run (pass --resume to continue it, or choose another --out)")
+                how = "pass --resume to continue it, or choose another --out" if resumable else "choose another --out"
+                raise InputError(self.path, f"already holds a run ({how})")
             saved = yaml.safe_load(config_path.read_text())
             changed = sorted(k for k in set(saved) | set(written) if k != "resume" and saved.get(k) != written.get(k))
             if changed:

@@ -60,7 +60,8 @@ def run(config: TrainRealConfig) -> tuple[dict, str]:
     else:
         learner = PPO(observation_size, task.action_space, config.ppo, config.steps, config.seed)
         num_envs = config.ppo.num_envs
-    run_dir = RunDirectory(config.out, config)
+    # Environments' states cannot be checkpointed, so a killed baseline starts over.
+    run_dir = RunDirectory(config.out, config, resumable=False)
     try:
         evaluations = train_on_real(
             task, learner, config.steps,

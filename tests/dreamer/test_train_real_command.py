@@ -61,3 +61,10 @@ def test_an_unknown_algorithm_fails_in_one_line(cli, tmp_path):
     code, out, err = cli("train-real", "--task", "pendulum", "--algo", "dqn", "--out", tmp_path / "run")
 
     assert code == 2 and out == "" and len(err.splitlines()) == 1 and "ppo, sac" in err
+
+
+def test_an_existing_run_directory_is_refused_without_suggesting_a_resume(cli, ppo_cartpole_run):
+    code, out, err = cli("train-real", "--task", "cartpole", "--steps", 2048, "--out", ppo_cartpole_run)
+
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and "choose another --out" in err and "--resume" not in err
