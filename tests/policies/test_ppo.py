@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from policies.ppo import PPO, PPOConfig, clipped_surrogate_loss, generalized_advantages
+from policies.real_collection import VectorCollector, real_vector_env
 from policies.real_training import evaluation_episodes, train_on_real
 from tasks.recording import EVALUATION_STREAM, REAL_TRAINING_STREAM, reset_seeds
 from tasks.registry import get_task
@@ -65,3 +66,22 @@ def test_the_surrogate_stops_rewarding_a_ratio_beyond_the_clip():
     np.testing.assert_allclose(loss, -np.mean([1.2 * 1.0, np.exp(0.5) * -1.0]), rtol=1e-6)
     gradient = jax.grad(clipped_surrogate_loss)(jnp.array([0.5, 0.5]), old, advantages, 0.2)
     assert gradient[0] == 0 and gradient[1] > 0
+
+
+def test_ppo_updates_a_continuous_actor_with_finite_losses():
+    task = get_task("pendulum")
+    config = PPOConfig(num_envs=2, steps_per_rollout=64, minibatch_size=64, epochs=2)
+    learner = PPO(3, task.action_space, config, total_steps=256, seed=0)
+    collector = VectorCollector(real_vector_env(task, 2), seeds=[1, 2])
+    before = np.asarray(learner.actor.net.output.kernel[...])
+
+    for _ in range(2):
+        chunk = collector.collect(learner.act, config.steps_per_rollout)
+        assert np.all(np.abs(chunk.actions) <= 2.0)  # actions in the task's units
+        metrics = learner.learn(chunk)
+
+    assert all(np.isfinite(value) for value in metrics.values())
+    assert not np.allclose(np.asarray(learner.actor.net.output.kernel[...]), before)
+    with pytest.raises(ValueError, match="rollouts of"):
+        learner.learn(collector.collect(learner.act, 10))
+    collector.close()
