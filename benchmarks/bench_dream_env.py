@@ -7,7 +7,8 @@ ensemble (7 members, 5 elites, 4 x 200 units) is fitted on them for 250 updates 
 the command line: speed depends on the model's size, not on how well it is fitted.
 The vector environment is timed at 1, 64 and 4096 environments in transitions per
 second (environments x steps / seconds), with the model's uncertainty in the infos
-(the default) and without it; `DreamEnv` in steps per second. Actions are drawn
+(the default) and without it, and with each environment drawing its own elite
+(``draws="per_environment"``); `DreamEnv` in steps per second. Actions are drawn
 uniformly in numpy at every step, as a host-side agent would send them. Each figure is
 timed after a warm-up (compilation), over as many steps as fill a few seconds.
 """
@@ -68,12 +69,13 @@ def action_sampler(space, num_envs: int | None, rng: np.random.Generator):
     return lambda: rng.uniform(space.low, space.high, size=shape + space.shape).astype(space.dtype)
 
 
-def time_vector(world_model: str, num_envs: int, with_uncertainty: bool, seed: int) -> dict:
-    env = DreamVectorEnv(world_model, num_envs=num_envs, with_uncertainty=with_uncertainty)
+def time_vector(world_model: str, num_envs: int, with_uncertainty: bool, seed: int, draws: str = "shared") -> dict:
+    env = DreamVectorEnv(world_model, num_envs=num_envs, with_uncertainty=with_uncertainty, draws=draws)
     steps, seconds = timed_steps(env, action_sampler(env.single_action_space, num_envs, np.random.default_rng(seed)))
     return {
         "num_envs": num_envs,
         "with_uncertainty": with_uncertainty,
+        "draws": draws,
         "steps": steps,
         "seconds": seconds,
         "transitions_per_second": num_envs * steps / seconds,
@@ -111,6 +113,7 @@ def main() -> None:
     load_before = os.getloadavg()
     vector = [time_vector(world_model, n, True, args.seed) for n in NUM_ENVS]
     vector += [time_vector(world_model, n, False, args.seed) for n in NUM_ENVS]
+    vector += [time_vector(world_model, n, False, args.seed, draws="per_environment") for n in NUM_ENVS]
     single = [time_single(world_model, flag, args.seed) for flag in (True, False)]
     print(json.dumps({
         "machine": machine_info(),

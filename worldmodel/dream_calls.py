@@ -47,7 +47,7 @@ def _stacked(shown: functional.DreamStep, restarted: jax.Array) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=None)
-def dream_calls(graphdef, treedef, with_uncertainty: bool) -> DreamCalls:
+def dream_calls(graphdef, treedef, with_uncertainty: bool, per_environment_draws: bool = False) -> DreamCalls:
     """The calls for models of this graph and state structure.
 
     Step calls return ``(state, keys, observation, scalars, final_observation)`` where
@@ -78,21 +78,23 @@ def dream_calls(graphdef, treedef, with_uncertainty: bool) -> DreamCalls:
     @jax.jit
     def step(leaves, params, state, keys, actions):
         keys, draws = functional.split_keys(keys)
-        state, shown = functional.step(merge(leaves), params, state, actions, draws, with_uncertainty)
+        state, shown = functional.step(merge(leaves), params, state, actions, draws, with_uncertainty,
+                                       per_environment_draws)
         return state, keys, shown.observation, _stacked(shown, jnp.zeros_like(shown.reward)), None
 
     @jax.jit
     def next_step(leaves, params, state, keys, actions):
         keys, draws = functional.split_keys(keys)
         restarted = state.ended
-        state, shown = functional.autoreset_step(merge(leaves), params, state, actions, draws, with_uncertainty)
+        state, shown = functional.autoreset_step(merge(leaves), params, state, actions, draws, with_uncertainty,
+                                                 per_environment_draws)
         return state, keys, shown.observation, _stacked(shown, restarted), None
 
     @jax.jit
     def same_step(leaves, params, state, keys, actions):
         keys, draws = functional.split_keys(keys)
         state, shown, final = functional.same_step_autoreset_step(
-            merge(leaves), params, state, actions, draws, with_uncertainty)
+            merge(leaves), params, state, actions, draws, with_uncertainty, per_environment_draws)
         return state, keys, shown.observation, _stacked(shown, jnp.zeros_like(shown.reward)), final
 
     return DreamCalls(reset, reset_some, step, next_step, same_step)

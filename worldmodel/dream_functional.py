@@ -13,7 +13,9 @@ environment i behaves as a lone environment given the same keys. The model's own
 (an ensemble's elite, a latent sample) is one key for the whole batch, taken from the
 first environment's key: a model may correlate the rows of a batch (the ensemble hands
 each group of rows one elite), so only a model whose step draws nothing makes N
-environments exactly N lone ones; a batch of one always is.
+environments exactly N lone ones; a batch of one always is. ``per_environment_draws``
+steps the model row by row, each with its own key: then N environments are exactly N
+lone ones for any model, at the cost of the model's batching.
 """
 
 from __future__ import annotations
@@ -215,7 +217,8 @@ def reset(world_model, params: DreamParams, keys: jax.Array) -> tuple[DreamState
 
 
 def step(world_model, params: DreamParams, state: DreamState, action: jax.Array,
-         keys: jax.Array, with_uncertainty: bool = True) -> tuple[DreamState, DreamStep]:
+         keys: jax.Array, with_uncertainty: bool = True,
+         per_environment_draws: bool = False) -> tuple[DreamState, DreamStep]:
     """One imagined step of N environments; none is reset, whatever ``state.ended`` says.
 
     Args:
@@ -226,6 +229,10 @@ def step(world_model, params: DreamParams, state: DreamState, action: jax.Array,
         keys: ``[N]`` one key per environment (the model's draw uses the first).
         with_uncertainty: compute the model's disagreement (zeros otherwise); for the
             ensemble it costs a forward pass of every elite, several times the step.
+        per_environment_draws: step the model once per environment with that
+            environment's own key, so each dreams exactly as a lone one whatever the
+            batch (for the ensemble: every elite runs for every row, several times the
+            cost); by default the batch shares one draw.
     """
     action = into_bounds(action, params.action_low, params.action_high)
     draws = jax.vmap(jax.random.split)(keys)
@@ -233,7 +240,8 @@ def step(world_model, params: DreamParams, state: DreamState, action: jax.Array,
         uncertainty = world_model.uncertainty(state.model_state, action)
     else:
         uncertainty = jnp.zeros(keys.shape, dtype=jnp.float32)
-    model_state, reward, continue_prob = world_model.step(state.model_state, action, draws[0, 1])
+    model_state, reward, continue_prob = _model_step(world_model, state.model_state, action, draws[:, 1],
+                                                     per_environment_draws)
     observation = into_bounds(world_model.decode(model_state), params.observation_low, params.observation_high)
     # A uniform draw at or above p ends the episode: probability 1 - p.
     drawn_end = jax.vmap(jax.random.uniform)(draws[:, 0]) >= continue_prob
@@ -245,7 +253,8 @@ def step(world_model, params: DreamParams, state: DreamState, action: jax.Array,
 
 
 def autoreset_step(world_model, params: DreamParams, state: DreamState, action: jax.Array,
-                   keys: jax.Array, with_uncertainty: bool = True) -> tuple[DreamState, DreamStep]:
+                   keys: jax.Array, with_uncertainty: bool = True,
+                   per_environment_draws: bool = False) -> tuple[DreamState, DreamStep]:
     """`step`, except that environments whose last step ended are reset instead.
 
     This is gymnasium's next-step autoreset: a reset environment ignores its action and
@@ -253,7 +262,7 @@ def autoreset_step(world_model, params: DreamParams, state: DreamState, action: 
     continue probability 1 and uncertainty 0. It uses its key as `reset` would, so its
     new episode is the one a lone environment would start with that key.
     """
-    stepped_state, stepped = step(world_model, params, state, action, keys, with_uncertainty)
+    stepped_state, stepped = step(world_model, params, state, action, keys, with_uncertainty, per_environment_draws)
     started_state, started = reset(world_model, params, keys)
     restart = state.ended
     shown = DreamStep(
@@ -268,7 +277,8 @@ def autoreset_step(world_model, params: DreamParams, state: DreamState, action: 
 
 
 def same_step_autoreset_step(world_model, params: DreamParams, state: DreamState, action: jax.Array,
-                             keys: jax.Array, with_uncertainty: bool = True) -> tuple[DreamState, DreamStep, jax.Array]:
+                             keys: jax.Array, with_uncertainty: bool = True,
+                             per_environment_draws: bool = False) -> tuple[DreamState, DreamStep, jax.Array]:
     """`step`, with environments whose episode just ended reset in the same call.
 
     This is gymnasium's same-step autoreset: such an environment shows its new start
@@ -277,12 +287,27 @@ def same_step_autoreset_step(world_model, params: DreamParams, state: DreamState
     truncated episode from it). Returns the state, what is shown, and the final
     observations ``[N, *obs_shape]`` (meaningful where an episode ended).
     """
-    stepped_state, stepped = step(world_model, params, state, action, keys, with_uncertainty)
+    stepped_state, stepped = step(world_model, params, state, action, keys, with_uncertainty, per_environment_draws)
     reset_keys = jax.vmap(lambda key: jax.random.fold_in(key, 1))(keys)
     started_state, started = reset(world_model, params, reset_keys)
     ended = stepped.terminated | stepped.truncated
     shown = stepped._replace(observation=select(ended, started, stepped.observation))
     return select(ended, started_state, stepped_state), shown, stepped.observation
+
+
+def _model_step(world_model, model_state, action, keys, per_environment: bool):
+    """The model's step of the batch: one draw from the first key, or one per row (through
+    the model's `step_rows` where it has one, else a step per row)."""
+    if not per_environment:
+        return world_model.step(model_state, action, keys[0])
+    if hasattr(world_model, "step_rows"):
+        return world_model.step_rows(model_state, action, keys)
+
+    def one(row_state, row_action, key):
+        batch_of_one = jax.tree.map(lambda x: x[None], row_state)
+        return jax.tree.map(lambda x: x[0], world_model.step(batch_of_one, row_action[None], key))
+
+    return jax.vmap(one)(model_state, action, keys)
 
 
 def split_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:

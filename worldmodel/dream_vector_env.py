@@ -13,10 +13,10 @@ neither terminated nor truncated, and its infos masked out. ``autoreset_mode=
 
 Seeds follow `SyncVectorEnv`: ``reset(seed=s)`` seeds environment i with ``s + i`` (a
 list gives each its own), and environment i then starts and ends its episodes as a
-`DreamEnv` reset with that seed does. Its steps are that `DreamEnv`'s exactly when the
-model's step draws nothing (an ensemble with one elite and no dream noise); otherwise
-the model's draw is shared by the batch (see `worldmodel.dream_functional`). One
-environment always dreams exactly as a `DreamEnv`.
+`DreamEnv` reset with that seed does. Its steps are that `DreamEnv`'s exactly with
+``draws="per_environment"``, or when the model's step draws nothing (an ensemble with
+one elite and no dream noise); by default the model's draw is shared by the batch (see
+`worldmodel.dream_functional`). One environment always dreams exactly as a `DreamEnv`.
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ class DreamVectorEnv(gym.vector.VectorEnv):
             ending step already shows the new episode's start observation and puts the
             one the episode ended in under ``infos["final_obs"]`` (masked by
             ``"_final_obs"``), as learners that bootstrap truncated episodes want.
+        draws: ``shared`` (the model's draw is one per step for the whole batch, fast) or
+            ``per_environment`` (each environment's own, so environment i dreams exactly
+            as a `DreamEnv` seeded ``seed + i`` with any model; the ensemble then runs
+            every elite for every environment).
 
     Raises:
         InputError: the run directory holds no model, or its traces cannot be read.
@@ -79,10 +83,12 @@ class DreamVectorEnv(gym.vector.VectorEnv):
         max_episode_steps: int | None = None,
         with_uncertainty: bool = True,
         autoreset_mode: str = "next_step",
+        draws: str = "shared",
     ):
         modes = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
         mode = autoreset_mode.value if isinstance(autoreset_mode, AutoresetMode) else autoreset_mode
         functional.check_choice("autoreset_mode", mode, tuple(modes))
+        functional.check_choice("draws", draws, ("shared", "per_environment"))
         self.metadata = {**self.metadata, "autoreset_mode": modes[mode]}
         if isinstance(num_envs, bool) or not isinstance(num_envs, numbers.Integral) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -107,7 +113,7 @@ class DreamVectorEnv(gym.vector.VectorEnv):
         graphdef, model_state = nnx.split(self.dream.world_model)
         self._model_leaves, treedef = jax.tree.flatten(model_state)
         self._with_uncertainty = bool(with_uncertainty)
-        self._calls = dream_calls(graphdef, treedef, self._with_uncertainty)
+        self._calls = dream_calls(graphdef, treedef, self._with_uncertainty, draws == "per_environment")
         self._first_seed = seed
         self._keys: jax.Array | None = None
         self._state: functional.DreamState | None = None

@@ -174,7 +174,32 @@ class EnsembleModel(nnx.Module):
         mean, logvar = self._predict(groups, members)
         if self.config.dream_noise:
             mean = mean + jnp.exp(0.5 * logvar) * jax.random.normal(noise_key, mean.shape)
-        prediction = self.target_norm.denormalize(mean.reshape(-1, mean.shape[-1])[:batch])
+        return self._outcome(state, mean.reshape(-1, mean.shape[-1])[:batch])
+
+    def step_rows(self, state: jax.Array, action: jax.Array, keys: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """`step` with one key per row: each row steps exactly as a batch of one with its key.
+
+        Every elite predicts every row and each row keeps its own elite's prediction, so
+        this costs all the elites' forward passes, as `uncertainty` does.
+        """
+        batch = state.shape[0]
+        elites = self.config.elites
+        inputs = self._inputs(state.reshape(batch, -1), action)
+        mean, logvar = self._predict(jnp.broadcast_to(inputs, (elites, *inputs.shape)), self.elite_members[...])
+        pairs = jax.vmap(jax.random.split)(keys)
+        # As in `step` for a batch of one: the row is in the first group, served by elite `shift`.
+        shift = jax.vmap(lambda key: jax.random.randint(key, (), 0, elites))(pairs[:, 0])
+        rows = jnp.arange(batch)
+        mean, logvar = mean[shift, rows], logvar[shift, rows]
+        if self.config.dream_noise:
+            noise = jax.vmap(lambda key: jax.random.normal(key, (elites, 1, mean.shape[-1]))[0, 0])(pairs[:, 1])
+            mean = mean + jnp.exp(0.5 * logvar) * noise
+        return self._outcome(state, mean)
+
+    def _outcome(self, state: jax.Array, mean: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Next state, reward and continue probability from the normalised predictions ``[B, out]``."""
+        batch = state.shape[0]
+        prediction = self.target_norm.denormalize(mean)
         next_obs = state + prediction[:, : self._obs_size].reshape(state.shape)
         reward = prediction[:, self._obs_size]
         # The classifier trains with terminal steps up-weighted (for balanced accuracy);

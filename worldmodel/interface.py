@@ -47,6 +47,10 @@ class WorldModel(Protocol):
         """One imagined step: the next state, reward ``[B]`` and continue probability ``[B]``."""
         ...
 
+    # Optional: ``step_rows(state, action, keys [B])``, `step` with one key per row, so
+    # each row steps exactly as a batch of one with its key (DreamVectorEnv's
+    # ``draws="per_environment"``). Without it, such dreams step the model row by row.
+
     def features(self, state: State) -> jax.Array:
         """What a policy sees, ``[B, F]``; for observation-space models, the observation."""
         ...

@@ -29,7 +29,9 @@ from tasks.traces import read_traces
 from worldmodel import dream_functional as dream
 from worldmodel.dream_env import DreamEnv
 from worldmodel.dream_vector_env import DreamVectorEnv
+from worldmodel.ensemble import EnsembleConfig
 from worldmodel.registration import DREAM_ENV_ID, register_environments
+from worldmodel.saving import build_model
 
 
 @pytest.fixture(scope="module")
@@ -127,15 +129,11 @@ def test_observations_are_always_inside_the_observation_space(cartpole_run):
 # -- the vector environment --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("num_envs", [1, 3])
-def test_vector_env_matches_single_envs_with_the_same_seeds(num_envs, one_elite_cartpole_run, pendulum_run):
-    # One environment equals one DreamEnv even with the stochastic two-elite ensemble.
-    run = pendulum_run if num_envs == 1 else one_elite_cartpole_run
-    vector = DreamVectorEnv(str(run), num_envs=num_envs, horizon=6)
-    singles = [DreamEnv(str(run), horizon=6) for _ in range(num_envs)]
+def assert_vector_env_matches_single_envs(vector: DreamVectorEnv, singles: list[DreamEnv]) -> None:
+    """Step both through 20 steps (episodes of at most 6) with the same seeds and actions."""
+    num_envs = len(singles)
     vector.action_space.seed(1)
     actions = [vector.action_space.sample() for _ in range(20)]
-
     observations, _ = vector.reset(seed=10)
     expected = np.stack([env.reset(seed=10 + i)[0] for i, env in enumerate(singles)])
     np.testing.assert_array_equal(observations, expected)
@@ -155,6 +153,41 @@ def test_vector_env_matches_single_envs_with_the_same_seeds(num_envs, one_elite_
         ended = terminations | truncations
         endings += ended
     assert (endings >= 2).all()  # every environment was autoreset at least twice
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_vector_env_matches_single_envs_with_the_same_seeds(num_envs, one_elite_cartpole_run, pendulum_run):
+    # One environment equals one DreamEnv even with the stochastic two-elite ensemble.
+    run = pendulum_run if num_envs == 1 else one_elite_cartpole_run
+    vector = DreamVectorEnv(str(run), num_envs=num_envs, horizon=6)
+    assert_vector_env_matches_single_envs(vector, [DreamEnv(str(run), horizon=6) for _ in range(num_envs)])
+
+
+def test_per_environment_draws_make_each_vector_env_its_single_env(pendulum_run):
+    # The two-elite ensemble draws its elites: shared draws would tie the rows together.
+    vector = DreamVectorEnv(str(pendulum_run), num_envs=3, horizon=6, draws="per_environment")
+    assert_vector_env_matches_single_envs(vector, [DreamEnv(str(pendulum_run), horizon=6) for _ in range(3)])
+    with pytest.raises(ValueError, match="per_environment"):
+        DreamVectorEnv(str(pendulum_run), num_envs=2, draws="each")
+
+
+@pytest.mark.parametrize("dream_noise", [False, True])
+def test_the_ensembles_row_steps_equal_steps_of_batches_of_one(dream_noise):
+    model = build_model("ensemble", (3,), 1, False, EnsembleConfig(members=4, elites=3, hidden_size=16,
+                                                                    hidden_layers=1, dream_noise=dream_noise))
+    states = jax.random.normal(jax.random.key(1), (7, 3))
+    actions = jax.random.uniform(jax.random.key(2), (7, 1), minval=-2, maxval=2)
+    keys = jax.random.split(jax.random.key(3), 7)
+
+    rows = model.step_rows(states, actions, keys)
+
+    for i in range(7):
+        alone = model.step(states[i:i + 1], actions[i:i + 1], keys[i])
+        for together, single in zip(rows, alone):
+            np.testing.assert_allclose(together[i], single[0], rtol=1e-5, atol=1e-6)
+    # the rows do not all share one elite: the step is not the batch's shared draw
+    shared = model.step(states, actions, keys[0])[0]
+    assert not np.allclose(rows[0], shared)
 
 
 def test_vector_env_spaces_and_autoreset_mode_are_gymnasiums(cartpole_run):
