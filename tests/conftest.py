@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 import pytest
+from flax import nnx
 from jax.experimental.compilation_cache import compilation_cache
 
 from tasks.recording import RandomPolicy, record_episodes, reset_seeds
@@ -39,6 +41,31 @@ def pendulum_episodes():
 def cartpole_episodes():
     """Twenty random CartPole-v1 episodes (short, ending in termination)."""
     return record_random("cartpole", 20)
+
+
+def module_leaves(module) -> dict[str, np.ndarray]:
+    """Every array of a module's state (parameters and statistics), by path."""
+    flat = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(module)))[0]
+    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in flat}
+
+
+def assert_same_state(a, b) -> None:
+    a, b = module_leaves(a), module_leaves(b)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.fixture(scope="session", name="module_leaves")
+def module_leaves_fixture():
+    """`module_leaves(module)`: every array of a module's state, by path."""
+    return module_leaves
+
+
+@pytest.fixture(scope="session", name="assert_same_state")
+def assert_same_state_fixture():
+    """`assert_same_state(a, b)`: two modules hold bit-identical state (for resume tests)."""
+    return assert_same_state
 
 
 @pytest.fixture(scope="session", autouse=True)

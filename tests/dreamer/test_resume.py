@@ -11,29 +11,13 @@ from __future__ import annotations
 
 import json
 
-import jax
-import numpy as np
 import pytest
-from flax import nnx
 
 from policies.saving import load_policy
 from tasks.traces import read_traces
 from worldmodel.saving import load
 
 pytestmark = pytest.mark.slow
-
-
-def leaves(module) -> dict[str, np.ndarray]:
-    """Every array of a module's state, by path."""
-    flat = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(module)))[0]
-    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in flat}
-
-
-def assert_same_state(a, b) -> None:
-    a, b = leaves(a), leaves(b)
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
 def without_wall_time(lines: list[dict]) -> list[dict]:
@@ -82,7 +66,7 @@ DREAM_KILL_POINTS = {
 )
 def test_a_killed_dream_resumes_to_the_same_policy_as_an_uninterrupted_one(
     kill_point, tmp_path, uninterrupted_dream, pendulum_world_model, dream_argv, start_cli, finish_cli, stop_when,
-    kill_stopped, read_metrics
+    kill_stopped, read_metrics, assert_same_state
 ):
     killed_run = tmp_path / "killed"
     ready, landed = DREAM_KILL_POINTS[kill_point]
@@ -160,7 +144,8 @@ RUN_KILL_POINTS = {
     ],
 )
 def test_a_killed_run_resumes_to_the_same_outputs_as_an_uninterrupted_one(
-    kill_point, tmp_path, online_pendulum_run, run_argv, start_cli, finish_cli, stop_when, kill_stopped, read_metrics
+    kill_point, tmp_path, online_pendulum_run, run_argv, start_cli, finish_cli, stop_when, kill_stopped, read_metrics,
+    assert_same_state
 ):
     uninterrupted, _ = online_pendulum_run
     killed_run = tmp_path / "killed"

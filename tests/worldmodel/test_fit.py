@@ -54,19 +54,6 @@ def dream_step(model, obs, action, key) -> tuple[np.ndarray, ...]:
     return jax.device_get(_dream_step(*nnx.split(model), obs, action, key))
 
 
-def leaves(model) -> dict[str, np.ndarray]:
-    """Every array of the model's state, by path."""
-    flat = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model)))[0]
-    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in flat}
-
-
-def assert_same_state(a, b) -> None:
-    a, b = leaves(a), leaves(b)
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-
-
 def cli(capfd, argv) -> tuple[int, str, str]:
     """`dreamer ARGV` in this process: exit status, and everything written to stdout and stderr."""
     capfd.readouterr()
@@ -114,15 +101,17 @@ def test_fitting_lowers_the_validation_loss_on_unseen_episodes(fitted, pendulum_
     assert after == pytest.approx(fitted.validation_loss, rel=1e-4)
 
 
-def test_fitting_is_deterministic_for_a_seed(fitted, pendulum_episodes, validation_episodes):
+def test_fitting_is_deterministic_for_a_seed(fitted, pendulum_episodes, validation_episodes, assert_same_state,
+                                            module_leaves):
     again = fit_world_model(fresh_model(), pendulum_episodes, validation_episodes, FIT, seed=0, progress=False)
     assert_same_state(fitted.model, again.model)
 
     other_seed = fit_world_model(fresh_model(), pendulum_episodes, validation_episodes, FIT, seed=1, progress=False)
-    assert any(not np.array_equal(x, y) for x, y in zip(leaves(fitted.model).values(), leaves(other_seed.model).values()))
+    assert any(not np.array_equal(x, y) for x, y in zip(module_leaves(fitted.model).values(),
+                                                               module_leaves(other_seed.model).values()))
 
 
-def test_a_loaded_run_steps_exactly_like_the_fitted_model(fitted, fitted_run_path, pendulum_episodes):
+def test_a_loaded_run_steps_exactly_like_the_fitted_model(fitted, fitted_run_path, pendulum_episodes, assert_same_state):
     save_model(fitted_run_path, fitted.model, {"task": "pendulum"})
     loaded = load(fitted_run_path)
 
@@ -200,7 +189,8 @@ def test_warm_start_continues_from_the_given_runs_parameters(capfd, tmp_path, pe
 
 
 @pytest.mark.slow  # three CLI processes, ~16 s on a 2-core CPU
-def test_a_killed_fit_resumes_to_the_same_parameters_as_an_uninterrupted_one(tmp_path, pendulum_traces, fit_argv, cli_env):
+def test_a_killed_fit_resumes_to_the_same_parameters_as_an_uninterrupted_one(tmp_path, pendulum_traces, fit_argv, cli_env,
+                                                                             assert_same_state):
     def start(out, *extra):
         command = [sys.executable, "-m", "dreamer.cli", *fit_argv(pendulum_traces, out, 250, *extra)]
         return subprocess.Popen(command, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
