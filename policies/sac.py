@@ -30,6 +30,11 @@ from tasks.recording import RandomPolicy
 class SACConfig:
     """Defaults follow RL-Zoo's SAC (Stable-Baselines3 defaults, learning rate 1e-3).
 
+    Small differences from Stable-Baselines3: SiLU networks (shared with the dreams), the
+    pre-squash standard deviation bounded to [0.01, 2] instead of a clamped log-std, the
+    temperature updated after the actor, and updates that start with the first whole
+    chunk past ``learning_starts``.
+
     Attributes:
         learning_rate: Adam step size of actor, critics and temperature.
         batch_size: transitions per update.
@@ -227,4 +232,5 @@ class SAC:
 
     @property
     def actor(self) -> Actor:
-        return nnx.merge(self._actor_graph, self.state.actor)
+        """The current actor, with arrays of its own (the train state's are donated to each update)."""
+        return nnx.merge(self._actor_graph, jax.tree.map(jnp.copy, self.state.actor))

@@ -72,3 +72,19 @@ def test_the_temperature_rises_while_entropy_is_below_the_target():
     gradient = jax.grad(temperature_loss)(jnp.log(0.2), low_entropy_log_probs, -1.0)
     assert gradient < 0  # gradient descent raises log alpha
     assert jax.grad(temperature_loss)(jnp.log(0.2), jnp.array([-3.0]), -1.0) > 0
+
+
+def test_an_actor_taken_from_sac_outlives_later_updates():
+    task = get_task("pendulum")
+    learner = SAC(3, task.action_space, SMALL, total_steps=200, seed=0)
+    collector = VectorCollector(real_vector_env(task, 1), seeds=[5])
+    learner.learn(collector.collect(learner.act, learner.steps_per_chunk))
+    learner.learn(collector.collect(learner.act, learner.steps_per_chunk))
+    taken = learner.actor
+    before = np.asarray(taken.mode(jnp.ones((1, 3))))
+
+    learner.learn(collector.collect(learner.act, learner.steps_per_chunk))  # donates the train state
+
+    np.testing.assert_array_equal(np.asarray(taken.mode(jnp.ones((1, 3)))), before)
+    assert not np.array_equal(np.asarray(learner.actor.mode(jnp.ones((1, 3)))), before)
+    collector.close()
