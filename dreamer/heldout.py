@@ -76,10 +76,9 @@ def evaluate_on_heldout(task: Task, actor: Actor, heldout: Episodes, world_model
     seeds = heldout.seeds
     real = record_episodes(task, ActorPolicy(actor), seeds, num_envs=min(len(seeds), 16), progress=False).returns()
     behaviour = heldout.returns()
-    first_observations = heldout.observations[heldout.step_offsets[:-1] + np.arange(heldout.num_episodes)]
     dream = None
     if world_model is not None:
-        dream = dream_returns(world_model, actor, first_observations, task.horizon, jax.random.key(seed))
+        dream = dream_returns(world_model, actor, heldout.first_observations(), task.horizon, jax.random.key(seed))
     episodes = [
         {"seed": int(s), "behaviour_return": float(b), "real_return": float(r),
          "dream_return": None if dream is None else float(d)}

@@ -28,7 +28,6 @@ from dreamer.config import option
 from dreamer.dreaming import PolicyInDreams
 from policies.acting import ActorPolicy
 from policies.saving import save_policy
-from tasks.episodes import Episodes
 from tasks.errors import InputError
 from tasks.recording import (
     EVALUATION_STREAM,
@@ -117,7 +116,7 @@ def run_online(config: RunConfig, progress: bool | None = None) -> dict:
             state = dict(restored["progress"])
             episodes = keep_first_episodes(traces_path, state["episodes"])
             model = build_model("ensemble", task.observation_space.shape, *_action_spec(task), config.ensemble, seed=config.seed)
-            policy = PolicyInDreams(model, task, start_observations(episodes), config.dream, config.seed)
+            policy = PolicyInDreams(model, task, episodes.acted_observations(), config.dream, config.seed)
             model_state = nnx.state(model)
             restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
                 dream=policy.restore_args(),
@@ -159,7 +158,7 @@ def run_online(config: RunConfig, progress: bool | None = None) -> dict:
             if model is None:
                 model = build_model("ensemble", task.observation_space.shape, *_action_spec(task), config.ensemble, seed=config.seed)
             fit = fit_world_model(model, train, validation, config.fit, seed=config.seed + round_index, progress=False)
-            observations = start_observations(train)
+            observations = train.acted_observations()
             if policy is None:
                 policy = PolicyInDreams(model, task, observations, config.dream, config.seed)
             policy.set_start_observations(observations)
@@ -222,6 +221,16 @@ def summarise(state: dict, threshold: float | None, wall_seconds: float) -> dict
     }
 
 
+def outcome_text(summary: dict, eval_episodes: int, out: str) -> str:
+    """The closing lines of a training command: final return, threshold, where it wrote."""
+    reached = summary["steps_to_threshold"]
+    return (
+        f"final mean return over {eval_episodes} fresh seeds: {summary['final_mean_return']:.1f}"
+        + (f"; threshold {summary['reward_threshold']} held from {reached} real steps" if reached is not None else "")
+        + f"\nwrote {out}"
+    )
+
+
 def steps_to_threshold(evaluations: list[dict], threshold: float | None) -> int | None:
     """The first real-step count from which every later evaluation stays at or above the threshold."""
     if threshold is None or not evaluations:
@@ -245,8 +254,3 @@ def _action_spec(task) -> tuple[int, bool]:
     space = task.action_space
     discrete = hasattr(space, "n")
     return (int(space.n) if discrete else int(np.prod(space.shape))), discrete
-
-
-def start_observations(episodes: Episodes) -> np.ndarray:
-    """Every observation a step was taken from: the states dreams may start in."""
-    return episodes.observations[episodes.transitions()[0]]

@@ -105,6 +105,14 @@ class Episodes:
         before = np.arange(self.num_steps) + np.repeat(np.arange(self.num_episodes), self.lengths)
         return before, before + 1
 
+    def first_observations(self) -> np.ndarray:
+        """Each episode's initial observation, ``[num_episodes, *obs_shape]``."""
+        return self.observations[self.step_offsets[:-1] + np.arange(self.num_episodes)]
+
+    def acted_observations(self) -> np.ndarray:
+        """Every observation an action was taken from (all but each episode's last)."""
+        return self.observations[self.transitions()[0]]
+
     def returns(self) -> np.ndarray:
         """Undiscounted return of each episode, ``[num_episodes]`` float64."""
         return np.add.reduceat(self.rewards.astype(np.float64), self.step_offsets[:-1])

@@ -190,8 +190,8 @@ def start_observations(train: Episodes, start: str = "initial") -> np.ndarray:
     """
     check_choice("start", start, START_CHOICES)
     if start == "initial":
-        return train.observations[train.step_offsets[:-1] + np.arange(train.num_episodes)]
-    return train.observations[train.transitions()[0]]
+        return train.first_observations()
+    return train.acted_observations()
 
 
 def reset(world_model, params: DreamParams, keys: jax.Array) -> tuple[DreamState, jax.Array]:

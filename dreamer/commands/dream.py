@@ -22,7 +22,6 @@ import orbax.checkpoint as ocp
 from dreamer.actor_critic import DreamConfig
 from dreamer.config import option
 from dreamer.dreaming import PolicyInDreams
-from dreamer.online import start_observations
 from policies.saving import save_policy
 from tasks.errors import InputError
 from tasks.registry import get_task
@@ -59,7 +58,7 @@ def run(config: DreamCommandConfig) -> tuple[dict, str]:
     train, _ = fitting_episodes(episodes, split_seed)
     if train is None:
         raise InputError(traces_location, "has no training episodes to start dreams from")
-    observations = start_observations(train)
+    observations = train.acted_observations()
 
     halt = _halt_threshold(model, train, config.halt_multiple)
     dream_config = dataclasses.replace(config.dream, halt_threshold=halt)

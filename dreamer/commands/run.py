@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from dreamer.online import RunConfig, run_online
+from dreamer.online import RunConfig, outcome_text, run_online
 
 
 def run(config: RunConfig) -> tuple[dict, str]:
     summary = run_online(config)
-    reached = summary["steps_to_threshold"]
     text = (
         f"{summary['rounds']} rounds, {summary['real_steps']} real steps (+{summary['eval_steps']} for evaluation), "
-        f"{summary['wall_seconds']:.0f} s\n"
-        f"final mean return over fresh seeds: {summary['final_mean_return']:.1f}"
-        + (f"; threshold {summary['reward_threshold']} held from {reached} real steps" if reached is not None else "")
-        + f"\nwrote {config.out}"
+        f"{summary['wall_seconds']:.0f} s\n" + outcome_text(summary, config.eval_episodes, config.out)
     )
     return summary, text

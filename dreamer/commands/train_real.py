@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from dreamer.config import option
-from dreamer.online import steps_to_threshold
+from dreamer.online import outcome_text, steps_to_threshold
 from policies.ppo import PPO, PPOConfig
 from policies.real_training import train_on_real
 from policies.sac import SAC, SACConfig
@@ -84,12 +84,8 @@ def run(config: TrainRealConfig) -> tuple[dict, str]:
         "evaluations": evaluations,
     }
     run_dir.write_summary(summary)
-    reached = summary["steps_to_threshold"]
     text = (
         f"{task.name} {algo.upper()}: {summary['real_steps']} real steps (+{summary['eval_steps']} for evaluation), "
-        f"{summary['wall_seconds']:.0f} s\n"
-        f"final mean return over {config.eval_episodes} fresh seeds: {summary['final_mean_return']:.1f}"
-        + (f"; threshold {task.reward_threshold} held from {reached} real steps" if reached is not None else "")
-        + f"\nwrote {config.out}"
+        f"{summary['wall_seconds']:.0f} s\n" + outcome_text(summary, config.eval_episodes, config.out)
     )
     return summary, text
