@@ -19,7 +19,6 @@ dream can be halted where disagreement passes a threshold (MOReL).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Literal, NamedTuple
 
 import jax
@@ -31,9 +30,10 @@ from dreamer.imagination import imagine
 from dreamer.returns import lambda_returns, normalise_by_scale, trajectory_weights, update_return_scale
 from policies.distributions import categorical_entropy
 from policies.networks import Actor, Critic, NetworkConfig
+from tasks.config import config, option
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class DreamConfig:
     """How a policy is trained in dreams.
 
@@ -57,27 +57,25 @@ class DreamConfig:
         network: actor and critic sizes.
     """
 
-    horizon: int = 15
-    batch_size: int = 256
-    gamma: float = 0.99
-    lambda_: float = 0.95
-    actor_learning_rate: float = 1e-3
-    critic_learning_rate: float = 1e-3
-    entropy: float = 3e-4
-    target_rate: float = 0.02
+    horizon: int = option(15, min=1)
+    batch_size: int = option(256, min=1)
+    gamma: float = option(0.99, min=0, max=1)
+    lambda_: float = option(0.95, min=0, max=1)
+    actor_learning_rate: float = option(1e-3, min=0)
+    critic_learning_rate: float = option(1e-3, min=0)
+    entropy: float = option(3e-4, min=0)
+    target_rate: float = option(0.02, min=0, max=1)
     gradient: Literal["dynamics", "reinforce"] = "dynamics"
-    saturation_limit: float = 2.0
-    saturation_penalty: float = 1.0
-    uncertainty_penalty: float = 0.0
-    halt_threshold: float = 0.0
-    updates_per_call: int = 100
-    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
+    saturation_limit: float = option(2.0, min=0)
+    saturation_penalty: float = option(1.0, min=0)
+    uncertainty_penalty: float = option(0.0, min=0)
+    halt_threshold: float = option(0.0, min=0)
+    updates_per_call: int = option(100, min=1)
+    network: NetworkConfig = option(NetworkConfig())
 
     def __post_init__(self):
-        if self.horizon < 1 or self.batch_size < 1 or self.updates_per_call < 1:
-            raise ValueError("horizon, batch_size and updates_per_call must be at least 1")
-        if not 0.0 <= self.lambda_ <= 1.0 or not 0.0 < self.gamma <= 1.0:
-            raise ValueError("lambda_ must lie in [0, 1] and gamma in (0, 1]")
+        if self.gamma == 0:
+            raise ValueError("gamma must be above 0")
 
 
 class DreamState(NamedTuple):

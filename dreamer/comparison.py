@@ -24,6 +24,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import jax
 import numpy as np
@@ -31,13 +32,13 @@ import yaml
 
 from dreamer.actor_critic import DreamConfig
 from dreamer.commands import dream, fit, train_real
-from dreamer.config import option
 from dreamer.heldout import check_replayable, evaluate_on_heldout
 from dreamer.online import RunConfig, run_online, steps_to_threshold
 from dreamer.provenance import machine_info, package_versions, source_commit
 from dreamer.report import RESULTS_FORMAT, render_report
 from policies.real_training import evaluation_episodes
 from policies.saving import load_policy
+from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.recording import EVALUATION_STREAM, HELDOUT_STREAM, RandomPolicy, record_episodes, reset_seeds
 from tasks.registry import Task, get_task
@@ -56,40 +57,36 @@ REAL_STEPS = {"pendulum": 20000, "cartpole": 100000}
 MIN_BUDGET_RATIO = 10
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class OfflineArmConfig:
     """How the offline arm fits and dreams (the defaults of `dreamer fit` and `dreamer dream`)."""
 
     ensemble: EnsembleConfig = option(EnsembleConfig(), help="world model settings")
     fit: FitConfig = option(FitConfig(), help="fitting settings")
     dream: DreamConfig = option(DreamConfig(uncertainty_penalty=1.0), help="policy training in dreams")
-    updates: int = option(3000, help="actor-critic updates in dreams")
+    updates: int = option(3000, min=1, help="actor-critic updates in dreams")
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class CompareConfig:
     task: str = option(help="task name or gym:ENV_ID")
     out: str | None = option(None, help="report folder (default: reports/TASK)")
-    seeds: int = option(3, help="seeds per arm: --seed, --seed + 1, ...")
-    dream_steps: int | None = option(None, help="real steps of the dream-trained arm (default: 1000 for pendulum, "
+    seeds: int = option(3, min=1, help="seeds per arm: --seed, --seed + 1, ...")
+    dream_steps: int | None = option(None, min=1, help="real steps of the dream-trained arm (default: 1000 for pendulum, "
                                                 "1500 for cartpole, 3000 otherwise)")
-    real_steps: int | None = option(None, help="real steps of the real-trained arm, at least 10x --dream-steps "
+    real_steps: int | None = option(None, min=1, help="real steps of the real-trained arm, at least 10x --dream-steps "
                                                "(default: 20000 for pendulum, 100000 for cartpole, and at least 10x)")
-    algo: str | None = option(None, help="real-trained algorithm: ppo or sac (default: sac for continuous actions, "
+    algo: Literal["ppo", "sac"] | None = option(None, help="real-trained algorithm: ppo or sac (default: sac for continuous actions, "
                                          "ppo for discrete)")
     heldout_traces: str | None = option(None, help="trace file whose held-out episodes the dream policy replays "
                                                    "(default: record --heldout-episodes random episodes)")
-    heldout_episodes: int = option(10, help="random episodes recorded as the held-out set")
+    heldout_episodes: int = option(10, min=1, help="random episodes recorded as the held-out set")
     offline_traces: str | None = option(None, help="a fixed trace file for a third, offline arm: fit a world model "
                                                    "on it and train a policy purely in its dreams")
     offline: OfflineArmConfig = option(OfflineArmConfig(), help="the offline arm's settings")
-    eval_episodes: int = option(10, help="evaluation episodes on fresh seeds, for every arm")
-    eval_every: int = option(1000, help="real steps between the real arm's evaluations")
+    eval_episodes: int = option(10, min=1, help="evaluation episodes on fresh seeds, for every arm")
+    eval_every: int = option(1000, min=1, help="real steps between the real arm's evaluations")
     seed: int = option(0, help="first seed")
-
-    def __post_init__(self):
-        if self.seeds < 1 or self.heldout_episodes < 1 or self.eval_episodes < 1 or self.eval_every < 1:
-            raise ValueError("seeds, heldout_episodes, eval_episodes and eval_every must be at least 1")
 
     @property
     def out_dir(self) -> Path:

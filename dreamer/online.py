@@ -11,7 +11,7 @@ recorded as truncated.
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import shutil
 import sys
 import time
@@ -24,10 +24,10 @@ from flax import nnx
 from tqdm import tqdm
 
 from dreamer.actor_critic import DreamConfig
-from dreamer.config import option
 from dreamer.dreaming import PolicyInDreams
 from policies.acting import ActorPolicy
 from policies.saving import save_policy
+from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.recording import (
     EVALUATION_STREAM,
@@ -48,31 +48,37 @@ from worldmodel.saving import build_model, save_model
 DEFAULT_RANDOM_STEPS = {"pendulum": 400}
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class RunConfig:
     task: str = option(help="task name or gym:ENV_ID")
     out: str = option(help="run directory to write")
-    real_steps: int = option(3000, help="hard cap on real environment steps used for learning")
-    random_steps: int | None = option(None, help="the first round acts randomly for at least this many steps "
+    real_steps: int = option(3000, min=1, help="hard cap on real environment steps used for learning")
+    random_steps: int | None = option(None, min=1, help="the first round acts randomly for at least this many steps "
                                                  "(default: 400 for pendulum, 200 otherwise)")
-    steps_per_round: int = option(200, help="each later round deploys the policy for at least this many steps")
-    eval_episodes: int = option(10, help="deterministic evaluation episodes on fresh seeds after each round")
+    steps_per_round: int = option(200, min=1, help="each later round deploys the policy for at least this many steps")
+    eval_episodes: int = option(10, min=1, help="deterministic evaluation episodes on fresh seeds after each round")
     explore: str = option("sample", help="how the deployed policy explores: 'sample' from the actor, or 'noisy:SIGMA'")
     ensemble: EnsembleConfig = option(EnsembleConfig(hidden_size=128, hidden_layers=3), help="world model settings")
     fit: FitConfig = option(FitConfig(max_updates=1000, updates_per_call=250, patience=2), help="refit per round")
     dream: DreamConfig = option(DreamConfig(), help="policy training in dreams")
-    dream_updates: int = option(1000, help="actor-critic updates per round")
-    validation_fraction: float = option(0.0, help="share of episodes kept for early stopping of the refit")
-    heldout_fraction: float = option(0.0, help="share of episodes kept out of all learning")
+    dream_updates: int = option(1000, min=1, help="actor-critic updates per round")
+    validation_fraction: float = option(0.0, min=0, max=1, help="share of episodes kept for early stopping of the refit")
+    heldout_fraction: float = option(0.0, min=0, max=1, help="share of episodes kept out of all learning")
     split_seed: int = option(0, help="seed of the episode-content hash that assigns splits")
     resume: bool = option(False, help="continue a killed run in --out from its last round")
     seed: int = option(0, help="seed of everything random in the run")
 
     def __post_init__(self):
-        if self.real_steps < 1 or (self.random_steps is not None and self.random_steps < 1) or self.steps_per_round < 1:
-            raise ValueError("real_steps, random_steps and steps_per_round must be at least 1")
-        if not (self.explore == "sample" or self.explore.startswith("noisy:")):
-            raise ValueError(f"--explore must be 'sample' or 'noisy:SIGMA', got {self.explore}")
+        if self.explore != "sample":
+            kind, _, sigma = self.explore.partition(":")
+            try:
+                valid = kind == "noisy" and math.isfinite(float(sigma)) and float(sigma) >= 0
+            except ValueError:
+                valid = False
+            if not valid:
+                raise ValueError(f"explore must be 'sample' or 'noisy:SIGMA' with SIGMA >= 0, got {self.explore!r}")
+        if self.validation_fraction + self.heldout_fraction >= 1:
+            raise ValueError("validation_fraction and heldout_fraction must leave a share for training")
 
     @property
     def first_random_steps(self) -> int:

@@ -8,7 +8,7 @@ through a categorical.
 
 from __future__ import annotations
 
-import dataclasses
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -16,10 +16,11 @@ import numpy as np
 from flax import nnx
 
 from policies.distributions import categorical_log_prob, categorical_sample, tanh_gaussian_log_prob, tanh_gaussian_sample
+from tasks.config import config, option
 from tasks.normalizer import Normalizer, Statistic
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class NetworkConfig:
     """Attributes:
     hidden_size: units per hidden layer.
@@ -29,15 +30,15 @@ class NetworkConfig:
     activation: nonlinearity between hidden layers (silu, tanh or relu).
     """
 
-    hidden_size: int = 64
-    hidden_layers: int = 2
-    min_std: float = 0.1
-    max_std: float = 1.0
-    activation: str = "silu"
+    hidden_size: int = option(64, min=1)
+    hidden_layers: int = option(2, min=1)
+    min_std: float = option(0.1, min=0)
+    max_std: float = option(1.0, min=0)
+    activation: Literal["silu", "tanh", "relu"] = "silu"
 
     def __post_init__(self):
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r} (known: {', '.join(ACTIVATIONS)})")
+        if self.min_std >= self.max_std:
+            raise ValueError(f"min_std ({self.min_std}) must be below max_std ({self.max_std})")
 
 
 ACTIVATIONS = {"silu": jax.nn.silu, "tanh": jnp.tanh, "relu": jax.nn.relu}

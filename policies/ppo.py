@@ -9,7 +9,6 @@ a nested `lax.scan`. Truncated episodes bootstrap from their final observation.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -20,9 +19,10 @@ from flax import nnx
 
 from policies.networks import Actor, Critic, NetworkConfig
 from policies.real_collection import Chunk
+from tasks.config import config, option
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class PPOConfig:
     """Defaults are RL-Zoo's PPO settings for CartPole-v1 (tanh networks, as
     Stable-Baselines3's; with SiLU the first 475 came 2-5x later).
@@ -42,23 +42,21 @@ class PPOConfig:
         network: actor and critic sizes.
     """
 
-    num_envs: int = 8
-    steps_per_rollout: int = 32
-    minibatch_size: int = 256
-    epochs: int = 20
-    gamma: float = 0.98
-    gae_lambda: float = 0.8
-    learning_rate: float = 1e-3
-    clip_range: float = 0.2
-    entropy: float = 0.0
-    value_weight: float = 0.5
-    max_grad_norm: float = 0.5
+    num_envs: int = option(8, min=1)
+    steps_per_rollout: int = option(32, min=1)
+    minibatch_size: int = option(256, min=1)
+    epochs: int = option(20, min=1)
+    gamma: float = option(0.98, min=0, max=1)
+    gae_lambda: float = option(0.8, min=0, max=1)
+    learning_rate: float = option(1e-3, min=0)
+    clip_range: float = option(0.2, min=0)
+    entropy: float = option(0.0, min=0)
+    value_weight: float = option(0.5, min=0)
+    max_grad_norm: float = option(0.5, min=0)
     network: NetworkConfig = NetworkConfig(hidden_size=64, hidden_layers=2, activation="tanh")
 
     def __post_init__(self):
         rollout = self.num_envs * self.steps_per_rollout
-        if min(self.num_envs, self.steps_per_rollout, self.minibatch_size, self.epochs) < 1:
-            raise ValueError("num_envs, steps_per_rollout, minibatch_size and epochs must be at least 1")
         if rollout % self.minibatch_size:
             raise ValueError(f"a rollout of {rollout} transitions does not split into minibatches of {self.minibatch_size}")
 

@@ -10,7 +10,6 @@ Stable-Baselines3), fused in a `lax.scan`.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -23,10 +22,11 @@ from flax import nnx
 from policies import replay
 from policies.networks import Actor, Critic, NetworkConfig
 from policies.real_collection import Chunk
+from tasks.config import config, option
 from tasks.recording import RandomPolicy
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class SACConfig:
     """Defaults follow RL-Zoo's SAC (Stable-Baselines3 defaults, learning rate 1e-3).
 
@@ -47,19 +47,15 @@ class SACConfig:
         network: actor and critic sizes.
     """
 
-    learning_rate: float = 1e-3
-    batch_size: int = 256
-    gamma: float = 0.99
-    target_rate: float = 0.005
-    learning_starts: int = 100
-    updates_per_call: int = 50
-    initial_temperature: float = 1.0
-    buffer_size: int = 1_000_000
+    learning_rate: float = option(1e-3, min=0)
+    batch_size: int = option(256, min=1)
+    gamma: float = option(0.99, min=0, max=1)
+    target_rate: float = option(0.005, min=0, max=1)
+    learning_starts: int = option(100, min=0)
+    updates_per_call: int = option(50, min=1)
+    initial_temperature: float = option(1.0, min=0)
+    buffer_size: int = option(1_000_000, min=1)
     network: NetworkConfig = NetworkConfig(hidden_size=256, hidden_layers=2, min_std=0.01, max_std=2.0)
-
-    def __post_init__(self):
-        if self.batch_size < 1 or self.updates_per_call < 1 or self.learning_starts < 0:
-            raise ValueError("batch_size and updates_per_call must be at least 1, learning_starts at least 0")
 
 
 def soft_q_targets(rewards, terminations, next_q1, next_q2, next_log_probs, temperature, gamma):

@@ -7,28 +7,28 @@ old episode into training, and held-out episodes stay held out.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 
 import numpy as np
 
+from tasks.config import config, option
 from tasks.episodes import Episodes
 
 SPLIT_NAMES = ("train", "validation", "heldout")
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class SplitFractions:
     """Expected share of episodes in each split; they must sum to one."""
 
-    train: float = 0.8
-    validation: float = 0.1
-    heldout: float = 0.1
+    train: float = option(0.8, min=0, max=1)
+    validation: float = option(0.1, min=0, max=1)
+    heldout: float = option(0.1, min=0, max=1)
 
     def __post_init__(self):
         shares = (self.train, self.validation, self.heldout)
-        if min(shares) < 0 or not np.isclose(sum(shares), 1.0):
-            raise ValueError(f"split fractions must be non-negative and sum to 1, got {shares}")
+        if not np.isclose(sum(shares), 1.0):
+            raise ValueError(f"split fractions must sum to 1, got {shares}")
 
 
 def split_of(content_id: str, split_seed: int, fractions: SplitFractions = SplitFractions()) -> str:

@@ -14,7 +14,6 @@ random shift. Every trajectory thus sees a uniformly drawn elite at every step (
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax
@@ -26,10 +25,11 @@ from tasks.episodes import Episodes
 from tasks.sampler import SequenceBatch
 from worldmodel.layers import EnsembleLinear, apply_ensemble_linear
 from worldmodel.losses import gaussian_nll, soft_bound, weighted_binary_cross_entropy
+from tasks.config import config, option
 from tasks.normalizer import Normalizer, Statistic
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class EnsembleConfig:
     """Size and likelihood settings of the ensemble.
 
@@ -47,11 +47,11 @@ class EnsembleConfig:
             carries the model's uncertainty.
     """
 
-    members: int = 7
-    elites: int = 5
-    hidden_size: int = 200
-    hidden_layers: int = 4
-    termination_hidden: int = 64
+    members: int = option(7, min=1)
+    elites: int = option(5, min=1)
+    hidden_size: int = option(200, min=1)
+    hidden_layers: int = option(4, min=1)
+    termination_hidden: int = option(64, min=1)
     min_logvar: float = -10.0
     max_logvar: float = 0.5
     logvar_bound_weight: float = 0.01
@@ -60,8 +60,8 @@ class EnsembleConfig:
     def __post_init__(self):
         if not 1 <= self.elites <= self.members:
             raise ValueError(f"elites must be between 1 and members ({self.members}), got {self.elites}")
-        if self.hidden_layers < 1 or self.hidden_size < 1:
-            raise ValueError("the ensemble needs at least one hidden layer of at least one unit")
+        if self.min_logvar >= self.max_logvar:
+            raise ValueError(f"min_logvar ({self.min_logvar}) must be below max_logvar ({self.max_logvar})")
 
 
 class EnsembleModel(nnx.Module):

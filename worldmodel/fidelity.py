@@ -19,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tasks.config import config, option
 from tasks.episodes import Episodes
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class FidelityConfig:
     """Attributes:
     horizon: the longest open-loop horizon H.
@@ -30,9 +31,9 @@ class FidelityConfig:
     min_samples: horizons with fewer rollouts than this report null.
     """
 
-    horizon: int = 50
-    start_every: int = 1
-    min_samples: int = 10
+    horizon: int = option(50, min=1)
+    start_every: int = option(1, min=1)
+    min_samples: int = option(10, min=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,13 +24,14 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
+from tasks.config import config, option
 from tasks.episodes import Episodes
 from tasks.errors import RunFailed
 from tasks.run_directory import RunDirectory
 from tasks.sampler import sample_sequences, sequence_data, transition_batch
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class FitConfig:
     """How a world model is fitted.
 
@@ -46,19 +47,14 @@ class FitConfig:
         min_improvement: the relative drop in validation loss that counts as progress.
     """
 
-    batch_size: int = 256
-    sequence_length: int = 1
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-5
-    updates_per_call: int = 250
-    max_updates: int = 20000
-    patience: int = 5
-    min_improvement: float = 0.01
-
-    def __post_init__(self):
-        for name in ("batch_size", "sequence_length", "updates_per_call", "max_updates", "patience"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+    batch_size: int = option(256, min=1)
+    sequence_length: int = option(1, min=1)
+    learning_rate: float = option(1e-3, min=0)
+    weight_decay: float = option(1e-5, min=0)
+    updates_per_call: int = option(250, min=1)
+    max_updates: int = option(20000, min=1)
+    patience: int = option(5, min=1)
+    min_improvement: float = option(0.01, min=0)
 
 
 class FitDiverged(RunFailed):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import jax
 
-from dreamer.config import option
+from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.registry import check_spaces_match, get_task
 from tasks.splits import fitting_episodes, heldout_episodes
@@ -17,7 +16,7 @@ from worldmodel.fidelity import FidelityConfig, fidelity_report, plot_fidelity
 from worldmodel.saving import load, load_spec
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class CheckConfig:
     world_model: str = option(help="run directory of a fitted world model")
     traces: str = option(help="trace file whose held-out episodes the model is checked on")

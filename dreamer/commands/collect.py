@@ -2,38 +2,29 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
 from typing import Literal
 
 from dreamer.behaviour import behaviour_policy
-from dreamer.config import option
+from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.recording import COLLECT_STREAM, record_episodes, reset_seeds
 from tasks.registry import check_spaces_match, get_task
 from tasks.traces import append_traces, read_traces, write_traces
 
-@dataclasses.dataclass(frozen=True)
+@config
 class CollectConfig:
     task: str = option(help="task name (cartpole, pendulum, halfcheetah, hopper) or gym:ENV_ID")
     out: str = option(help="trace folder to write (a Minari dataset; holds data/)")
     policy: str = option("random", help="'random' or a run directory with a saved policy")
-    noise: float = option(0.0, help="exploration noise of a saved policy (Gaussian sigma, or epsilon)")
-    episodes: int = option(50, help="episodes to record")
-    num_envs: int = option(8, help="environments stepped side by side")
+    noise: float = option(0.0, min=0, help="exploration noise of a saved policy (Gaussian sigma, or epsilon)")
+    episodes: int = option(50, min=1, help="episodes to record")
+    num_envs: int = option(8, min=1, help="environments stepped side by side")
     format: Literal["hdf5", "arrow"] = option("hdf5", help="Minari storage backend")
     append: bool = option(False, help="append to an existing trace file instead of refusing it")
     seed: int = option(0, help="seed for reset seeds and policy noise")
-
-    def __post_init__(self):
-        if self.episodes < 1:
-            raise ValueError(f"--episodes must be at least 1, got {self.episodes}")
-        if self.num_envs < 1:
-            raise ValueError(f"--num-envs must be at least 1, got {self.num_envs}")
-        if self.noise < 0:
-            raise ValueError(f"--noise must be non-negative, got {self.noise}")
 
 
 def run(config: CollectConfig) -> tuple[dict, str]:

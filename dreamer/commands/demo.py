@@ -7,14 +7,13 @@ written as a report.
 
 from __future__ import annotations
 
-import dataclasses
 
 from dreamer.commands.compare import summary_and_text
 from dreamer.comparison import CompareConfig, compare
-from dreamer.config import option
+from tasks.config import config, option
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class DemoConfig:
     out: str = option("reports/demo", help="report folder")
     seed: int = option(0, help="seed of both arms")

@@ -20,9 +20,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from dreamer.actor_critic import DreamConfig
-from dreamer.config import option
 from dreamer.dreaming import PolicyInDreams
 from policies.saving import save_policy
+from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.registry import get_task
 from tasks.run_directory import RunDirectory
@@ -31,15 +31,15 @@ from tasks.traces import read_traces
 from worldmodel.saving import load, load_spec
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class DreamCommandConfig:
     world_model: str = option(help="run directory of a fitted world model")
     out: str = option(help="run directory to write")
     traces: str | None = option(None, help="trace file whose training states dreams start from (default: the model's)")
     dream: DreamConfig = option(DreamConfig(uncertainty_penalty=1.0), help="policy training in dreams")
-    halt_multiple: float = option(2.0, help="halt a dream where disagreement exceeds this multiple of the largest "
+    halt_multiple: float = option(2.0, min=0, help="halt a dream where disagreement exceeds this multiple of the largest "
                                             "disagreement on real training transitions (0 disables)")
-    updates: int = option(3000, help="actor-critic updates")
+    updates: int = option(3000, min=1, help="actor-critic updates")
     split_seed: int | None = option(None, help="split seed (default: the one the model was fitted with)")
     resume: bool = option(False, help="continue a killed run in --out from its last checkpoint")
     seed: int = option(0, help="seed of the networks and of the dreams")

@@ -8,16 +8,16 @@ beside the recorded behaviour's return and the world model's dream-predicted ret
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from dreamer.config import option
 from dreamer.heldout import check_replayable, evaluate_on_heldout
 from policies.acting import ActorPolicy
 from policies.saving import load_policy
+from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.recording import EVALUATION_STREAM, record_episodes, reset_seeds
 from tasks.registry import check_spaces_match, get_task
@@ -25,27 +25,19 @@ from tasks.splits import heldout_episodes
 from tasks.traces import read_traces
 from worldmodel.saving import MODEL_FILE, load, load_spec
 
-SPLITS = ("heldout", "all")
 
-
-@dataclasses.dataclass(frozen=True)
+@config
 class EvaluateConfig:
     policy: str = option(help="run directory holding a saved policy")
     task: str | None = option(None, help="task to evaluate in (default: the policy's own)")
-    episodes: int = option(10, help="episodes, each from its own fresh reset seed (fresh-seed form)")
+    episodes: int = option(10, min=1, help="episodes, each from its own fresh reset seed (fresh-seed form)")
     traces: str | None = option(None, help="trace file whose held-out episodes the policy replays (held-out form)")
-    split: str = option("heldout", help="which episodes of --traces: 'heldout', or 'all' for a file nothing learned from")
+    split: Literal["heldout", "all"] = option("heldout", help="which episodes of --traces: 'heldout', or 'all' for a file nothing learned from")
     split_seed: int = option(0, help="split seed of --traces")
     world_model: str | None = option(None, help="world model for dream-predicted returns "
                                                 "(default: the policy's run directory, if it holds one)")
     out: str | None = option(None, help="folder to keep evaluation.json in")
     seed: int = option(0, help="seed of the fresh reset seeds, the dreams and the intervals")
-
-    def __post_init__(self):
-        if self.episodes < 1:
-            raise ValueError(f"--episodes must be at least 1, got {self.episodes}")
-        if self.split not in SPLITS:
-            raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split}")
 
 
 def run(config: EvaluateConfig) -> tuple[dict, str]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
 from typing import Literal
 
-from dreamer.config import option
+from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.run_directory import RunDirectory
 from tasks.splits import fitting_episodes
@@ -18,7 +17,7 @@ from worldmodel.fit import FitConfig, fit_world_model
 from worldmodel.saving import build_model, load, load_spec, save_model
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class FitCommandConfig:
     traces: str = option(help="trace folder, its data/ folder, or a dataset id")
     out: str = option(help="run directory to write")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from dreamer.config import option
 from dreamer.report import headline, load_results, plot_files, render_report
+from tasks.config import config, option
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class ReportConfig:
     results: str = option(help="results.json written by `dreamer compare`")
     out: str | None = option(None, help="folder for report.md and its plots (default: the folder results.json is in)")

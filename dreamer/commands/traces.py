@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Literal
 
 
-from dreamer.config import option
+from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.importers import conform_to_spaces, export_npz, import_npz, import_table
 from tasks.registry import check_spaces_match, get_task
@@ -17,7 +16,7 @@ from tasks.traces import append_traces, read_traces, write_traces
 from tasks.validation import validate_episodes
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class InfoConfig:
     traces: str = option(help="trace folder, its data/ folder, or a dataset id", positional=True)
     task: str | None = option(None, help="also check the file's spaces against this task")
@@ -70,7 +69,7 @@ def info(config: InfoConfig) -> tuple[dict, str]:
     return summary, "\n".join(f"{name:<12} {value}" for name, value in rows)
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class ImportConfig:
     source: str = option(help="a flat .npz, .parquet or .csv file of transitions", positional=True)
     task: str = option(help="the task the log was recorded in (gives the spaces)")
@@ -114,7 +113,7 @@ def import_(config: ImportConfig) -> tuple[dict, str]:
     return summary, text
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class ExportConfig:
     traces: str = option(help="trace folder, its data/ folder, or a dataset id", positional=True)
     out: str = option(help="the .npz file to write")

@@ -6,42 +6,34 @@ same fresh reset seeds (for the same ``--seed``), every ``--eval-every`` real st
 
 from __future__ import annotations
 
-import dataclasses
 import time
+from typing import Literal
 
 import numpy as np
 
-from dreamer.config import option
 from dreamer.online import outcome_text, steps_to_threshold
 from policies.ppo import PPO, PPOConfig
 from policies.real_training import train_on_real
 from policies.sac import SAC, SACConfig
 from policies.saving import save_policy
+from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.recording import EVALUATION_STREAM, REAL_TRAINING_STREAM, reset_seeds
 from tasks.registry import get_task
 from tasks.run_directory import RunDirectory
 
-ALGORITHMS = ("ppo", "sac")
 
-
-@dataclasses.dataclass(frozen=True)
+@config
 class TrainRealConfig:
     task: str = option(help="task name or gym:ENV_ID")
     out: str = option(help="run directory to write")
-    algo: str | None = option(None, help="ppo or sac (default: sac for continuous actions, ppo for discrete)")
-    steps: int = option(20000, help="real environment steps to train for (rounded up to whole rollouts)")
-    eval_every: int = option(1000, help="real steps between evaluations")
-    eval_episodes: int = option(10, help="deterministic evaluation episodes on fresh seeds")
+    algo: Literal["ppo", "sac"] | None = option(None, help="ppo or sac (default: sac for continuous actions, ppo for discrete)")
+    steps: int = option(20000, min=1, help="real environment steps to train for (rounded up to whole rollouts)")
+    eval_every: int = option(1000, min=1, help="real steps between evaluations")
+    eval_episodes: int = option(10, min=1, help="deterministic evaluation episodes on fresh seeds")
     sac: SACConfig = option(SACConfig(), help="SAC settings")
     ppo: PPOConfig = option(PPOConfig(), help="PPO settings")
     seed: int = option(0, help="seed of the weights, the exploration and the reset seeds")
-
-    def __post_init__(self):
-        if self.algo is not None and self.algo not in ALGORITHMS:
-            raise ValueError(f"--algo must be one of {', '.join(ALGORITHMS)}, got {self.algo}")
-        if self.steps < 1 or self.eval_every < 1 or self.eval_episodes < 1:
-            raise ValueError("steps, eval_every and eval_episodes must be at least 1")
 
 
 def default_algorithm(task) -> str:
