@@ -8,10 +8,16 @@ with one line on stderr naming the file and the problem, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import dataclasses
 import json
+import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 
 from dreamer.commands import check, collect, compare, demo, dream, evaluate, fit, report, train_real, traces
 from dreamer.commands import run as run_command
@@ -96,18 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit:  # --help, or an argument error already reported
         return int(exit.code or 0)
     command: Command = args._command
-    try:
-        config = config_from_args(command.config_cls, args, args.config)
-        summary, text = command.run(config)
-    except InputError as error:
-        print(f"dreamer: error: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    except RunFailed as error:
-        print(f"dreamer: failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("dreamer: interrupted", file=sys.stderr)
-        return 130
+    with quiet_libraries() as caught:
+        try:
+            config = config_from_args(command.config_cls, args, args.config)
+            summary, text = command.run(config)
+        except BaseException as error:  # noqa: BLE001 (the one exit path: every error ends here)
+            return report_error(error)
+    for warning in caught:  # the run went well: its warnings may matter, so show them now
+        warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -115,5 +117,80 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def report_error(error: BaseException) -> int:
+    """Print one line for ``error`` and return the exit status it ends with.
+
+    Bad input (ours, or a path the operating system refuses) ends with status 2 and a
+    line naming the path; a run that failed after starting well, 1; an interrupt, 130.
+    Anything else is a bug: one line too, and the traceback only when
+    ``DREAMER_TRACEBACK=1`` asks for it.
+    """
+    if isinstance(error, InputError):
+        print(f"dreamer: error: {one_line(str(error))}", file=sys.stderr)
+        return USAGE_ERROR
+    if isinstance(error, OSError) and error.filename is not None:
+        problem = error.strerror or type(error).__name__
+        print(f"dreamer: error: {error.filename}: {problem[0].lower() + problem[1:]}", file=sys.stderr)
+        return USAGE_ERROR
+    if isinstance(error, RunFailed):
+        print(f"dreamer: failed: {one_line(str(error))}", file=sys.stderr)
+        return 1
+    if isinstance(error, KeyboardInterrupt):
+        print("dreamer: interrupted", file=sys.stderr)
+        return 130
+    if isinstance(error, SystemExit):
+        raise error
+    if os.environ.get("DREAMER_TRACEBACK") == "1":
+        traceback.print_exception(error, file=sys.stderr)
+    print(f"dreamer: failed: unexpected {type(error).__name__}: {one_line(str(error))[:300] or 'no message'} "
+          f"(a bug: set DREAMER_TRACEBACK=1 to see where, and report it)", file=sys.stderr)
+    return 1
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and runs of spaces folded into single spaces."""
+    return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[list[warnings.WarningMessage]]:
+    """Keep orbax's and asyncio's logging off the terminal, and hold warnings back.
+
+    What goes wrong reaches the user as our one line; the libraries' INFO chatter and the
+    pages they log while failing (a damaged checkpoint) do not. Warnings are recorded
+    into the list this yields; `main` shows them only when the command succeeds.
+    """
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio", "orbax", "jax._src.xla_bridge")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    unraisable_hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None  # a failed restore leaves coroutines never awaited
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            yield caught
+    finally:
+        gc.collect()  # finalise those coroutines now, while their complaints are still silenced
+        sys.unraisablehook = unraisable_hook
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def entry_point() -> None:
+    """The ``dreamer`` console script.
+
+    After a failure the process ends at once: threads that orbax and TensorStore leave
+    behind would otherwise print tracebacks while the interpreter shuts down, after the
+    one line that says what went wrong. Everything of ours is closed by then.
+    """
+    code = main()
+    if code != 0:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

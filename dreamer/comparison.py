@@ -28,7 +28,6 @@ from typing import Literal
 
 import jax
 import numpy as np
-import yaml
 
 from dreamer.actor_critic import DreamConfig
 from dreamer.commands import dream, fit, train_real
@@ -40,9 +39,10 @@ from policies.real_training import evaluation_episodes
 from policies.saving import load_policy
 from tasks.config import config, option
 from tasks.errors import InputError
+from tasks.json_files import read_json_object
 from tasks.recording import EVALUATION_STREAM, HELDOUT_STREAM, RandomPolicy, record_episodes, reset_seeds
 from tasks.registry import Task, get_task
-from tasks.run_directory import CONFIG_FILE, SUMMARY_FILE, config_to_dict
+from tasks.run_directory import CONFIG_FILE, SUMMARY_FILE, config_to_dict, read_run_config
 from tasks.splits import heldout_episodes
 from tasks.traces import read_traces, write_traces
 from worldmodel.ensemble import EnsembleConfig
@@ -238,9 +238,7 @@ def _real_run(config: CompareConfig, algo: str, seed: int, run_dir: Path) -> dic
     run_config = train_real.TrainRealConfig(task=config.task, out=str(run_dir), algo=algo, steps=config.real_budget,
                                             eval_every=config.eval_every, eval_episodes=config.eval_episodes, seed=seed)
     summary = _finished(run_dir, run_config)
-    if summary is None:
-        if run_dir.exists():  # a real-trained run that was cut short starts over
-            shutil.rmtree(run_dir)
+    if summary is None:  # a real-trained run that was cut short starts over (train-real clears it)
         summary, _ = train_real.run(run_config)
     return _run_record(seed, run_dir, summary)
 
@@ -278,12 +276,12 @@ def _finished(run_dir: Path, run_config) -> dict | None:
     config_path, summary_path = run_dir / CONFIG_FILE, run_dir / SUMMARY_FILE
     if not (config_path.is_file() and summary_path.is_file()):
         return None
-    saved = yaml.safe_load(config_path.read_text())
+    saved = read_run_config(run_dir)
     wanted = config_to_dict(run_config)
     if {k: v for k, v in saved.items() if k != "resume"} != {k: v for k, v in wanted.items() if k != "resume"}:
         raise InputError(run_dir, "holds a finished run with other settings; choose another --out")
     _say(f"reusing the finished run in {run_dir}")
-    return json.loads(summary_path.read_text())
+    return read_json_object(summary_path, {"real_steps": int, "evaluations": list}, "a run summary")
 
 
 def _run_record(seed: int, run_dir: Path, summary: dict) -> dict:

@@ -12,7 +12,6 @@ recorded as truncated.
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from tasks.recording import (
     record_episodes,
     reset_seeds,
 )
-from tasks.registry import get_task
+from tasks.registry import Task, get_task
 from tasks.run_directory import RunDirectory
 from tasks.splits import SplitFractions, fitting_episodes
 from tasks.traces import append_traces, keep_first_episodes, write_traces
@@ -103,12 +102,13 @@ def run_online(config: RunConfig, progress: bool | None = None) -> dict:
     started = time.perf_counter()
     progress = sys.stderr.isatty() if progress is None else progress
     task = get_task(config.task)
-    run = RunDirectory(config.out, config, resume=config.resume)
+    with RunDirectory(config.out, config, resume=config.resume) as run:
+        return _run_rounds(config, task, run, started, progress)
+
+
+def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float, progress: bool) -> dict:
     traces_path = Path(config.out) / "traces"
-    manager = ocp.CheckpointManager(
-        (Path(config.out) / "checkpoints" / "online").absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False),
-    )
+    manager = run.checkpoint_manager("online")
     key = jax.random.key(config.seed)
     evaluation_seeds = reset_seeds(config.seed, config.eval_episodes, EVALUATION_STREAM)
     state = {"round": 0, "real_steps": 0, "eval_steps": 0, "episodes": 0, "evaluations": []}
@@ -131,8 +131,6 @@ def run_online(config: RunConfig, progress: bool | None = None) -> dict:
             nnx.replace_by_pure_dict(model_state, restored["world_model"])
             nnx.update(model, model_state)
             policy.restore(restored["dream"])
-        elif traces_path.exists():
-            shutil.rmtree(traces_path)
         run.truncate_metrics(state["real_steps"])
 
     bar = tqdm(total=config.real_steps, initial=state["real_steps"], unit="step", desc=f"run {task.name}",
@@ -195,16 +193,14 @@ def run_online(config: RunConfig, progress: bool | None = None) -> dict:
             save_model(config.out, model, {"task": task.name, "traces": str(traces_path.absolute()), "split_seed": config.split_seed})
             # The round's world model sits in the same checkpoint as the policy and progress,
             # so a resumed run never pairs one round's model with another round's policy.
-            manager.save(state["real_steps"], args=ocp.args.Composite(
+            run.save(manager, state["real_steps"], ocp.args.Composite(
                 dream=policy.save_args(),
                 world_model=ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(model))),
                 progress=ocp.args.JsonSave(state),
             ))
-            manager.wait_until_finished()
     finally:
         bar.close()
         manager.close()
-        run.close()
 
     save_policy(config.out, policy.actor, task, {"trained_by": "dreamer run"})
     summary = summarise(state, task.reward_threshold, time.perf_counter() - started)

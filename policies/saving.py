@@ -15,10 +15,12 @@ from flax import nnx
 
 from policies.networks import Actor, NetworkConfig
 from tasks.errors import InputError
+from tasks.json_files import read_json_object
 from tasks.module_state import restore_module_state, save_module_state
 from tasks.registry import Task, get_task
 
 POLICY_FILE = "policy.json"
+SPEC_FIELDS = {"task": str, "features": str, "feature_size": int, "network": dict}
 
 
 def save_policy(run_dir: str | Path, actor: Actor, task: Task, provenance: dict[str, Any] | None = None) -> None:
@@ -40,8 +42,13 @@ def load_policy(run_dir: str | Path) -> tuple[Actor, Task, dict[str, Any]]:
     path = Path(run_dir) / POLICY_FILE
     if not path.is_file():
         raise InputError(run_dir, "holds no saved policy (no policy.json in this run directory)")
-    spec = json.loads(path.read_text())
+    spec = read_json_object(path, SPEC_FIELDS, "a saved policy")
+    if spec["feature_size"] < 1:
+        raise InputError(path, f"is damaged: feature_size must be at least 1, got {spec['feature_size']}")
     task = get_task(spec["task"])
-    actor = Actor(spec["feature_size"], task.action_space, NetworkConfig(**spec["network"]), nnx.Rngs(0))
+    try:
+        actor = Actor(spec["feature_size"], task.action_space, NetworkConfig(**spec["network"]), nnx.Rngs(0))
+    except (TypeError, ValueError) as error:
+        raise InputError(path, f"is damaged: {error}") from None
     restore_module_state(Path(run_dir) / "checkpoints" / "policy", actor, run_dir, "policy")
     return actor, task, spec

@@ -31,6 +31,8 @@ def restore_module_state(path: str | Path, module: nnx.Module, shown: str | Path
     try:
         restored = ocp.StandardCheckpointer().restore(Path(path).absolute(), nnx.to_pure_dict(state))
     except Exception as error:
-        raise InputError(shown, f"the {what} checkpoint cannot be read ({type(error).__name__}: {error})") from None
+        # Orbax and TensorStore explain in pages; the first line says what failed.
+        first_line = (str(error).strip().splitlines() or [""])[0].split(" See full")[0][:160]
+        raise InputError(shown, f"the {what} checkpoint is damaged or unreadable ({type(error).__name__}: {first_line})") from None
     nnx.replace_by_pure_dict(state, restored)
     nnx.update(module, state)

@@ -114,7 +114,7 @@ def fit_world_model(
 
     progress_state = {"call": 0, "updates": 0, "best_loss": math.inf, "stale": 0, "best_call": -1}
     best_params = params
-    manager = _checkpoint_manager(run) if run is not None else None
+    manager = run.checkpoint_manager("world_model") if run is not None else None
     if resume and manager is not None:
         if manager.latest_step() is not None:
             params, opt_state, best_params, progress_state = _restore(manager, params, opt_state, rest)
@@ -154,7 +154,7 @@ def fit_world_model(
             if run is not None:
                 run.log(updates, logged)
             if manager is not None:
-                _save(manager, graphdef, params, opt_state, best_params, rest, progress_state)
+                _save(run, manager, graphdef, params, opt_state, best_params, rest, progress_state)
             stopped_early = validation is not None and progress_state["stale"] >= config.patience
     finally:
         bar.close()
@@ -236,14 +236,10 @@ def _make_validate(graphdef):
 # -- checkpoints ----------------------------------------------------------------------
 
 
-def _checkpoint_manager(run: RunDirectory) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(run.checkpoint_path / "world_model", options=options)
-
-
-def _save(manager, graphdef, params, opt_state, best_params, rest, progress_state) -> None:
+def _save(run, manager, graphdef, params, opt_state, best_params, rest, progress_state) -> None:
     best_model = nnx.merge(graphdef, best_params, rest)
-    manager.save(
+    run.save(
+        manager,
         progress_state["updates"],
         args=ocp.args.Composite(
             model=ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(best_model))),

@@ -17,11 +17,13 @@ from typing import Any
 from flax import nnx
 
 from tasks.errors import InputError
+from tasks.json_files import read_json_object
 from tasks.module_state import restore_module_state, save_module_state
 from worldmodel.ensemble import EnsembleConfig, EnsembleModel
 
 MODEL_FILE = "model.json"
 MODEL_KINDS: dict[str, tuple[type, type]] = {"ensemble": (EnsembleModel, EnsembleConfig)}
+SPEC_FIELDS = {"kind": str, "observation_shape": list, "action_size": int, "discrete_actions": bool, "config": dict}
 
 
 def build_model(
@@ -65,15 +67,21 @@ def load_spec(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / MODEL_FILE
     if not path.is_file():
         raise InputError(run_dir, "holds no fitted world model (no model.json; run `dreamer fit` first)")
-    return json.loads(path.read_text())
+    spec = read_json_object(path, SPEC_FIELDS, "a fitted world model")
+    if spec["kind"] not in MODEL_KINDS:
+        raise InputError(path, f"is damaged: unknown world model kind {spec['kind']!r} (known: {', '.join(MODEL_KINDS)})")
+    return spec
 
 
 def load(run_dir: str | Path) -> nnx.Module:
     """The world model saved in ``run_dir``, ready to step."""
     spec = load_spec(run_dir)
     _, config_cls = MODEL_KINDS[spec["kind"]]
-    model = build_model(
-        spec["kind"], spec["observation_shape"], spec["action_size"], spec["discrete_actions"], config_cls(**spec["config"])
-    )
+    try:
+        config = config_cls(**spec["config"])
+        model = build_model(spec["kind"], tuple(spec["observation_shape"]), spec["action_size"],
+                            spec["discrete_actions"], config)
+    except (TypeError, ValueError) as error:
+        raise InputError(Path(run_dir) / MODEL_FILE, f"is damaged: {error}") from None
     restore_module_state(Path(run_dir) / "checkpoints" / "model", model, run_dir, "model")
     return model

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -62,48 +61,43 @@ def run(config: DreamCommandConfig) -> tuple[dict, str]:
 
     halt = _halt_threshold(model, train, config.halt_multiple)
     dream_config = dataclasses.replace(config.dream, halt_threshold=halt)
-    run_dir = RunDirectory(config.out, config, resume=config.resume)
     policy = PolicyInDreams(model, task, observations, dream_config, config.seed)
-    manager = ocp.CheckpointManager(
-        (Path(config.out) / "checkpoints" / "dream").absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False),
-    )
-    if config.resume:
-        if manager.latest_step() is not None:
-            restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(dream=policy.restore_args()))
-            policy.restore(restored["dream"])
-        # Lines logged after the last checkpoint are logged again as the work is redone.
-        run_dir.truncate_metrics(int(policy.state.updates))
+    with RunDirectory(config.out, config, resume=config.resume) as run_dir:
+        manager = run_dir.checkpoint_manager("dream")
+        if config.resume:
+            if manager.latest_step() is not None:
+                restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(dream=policy.restore_args()))
+                policy.restore(restored["dream"])
+            # Lines logged after the last checkpoint are logged again as the work is redone.
+            run_dir.truncate_metrics(int(policy.state.updates))
 
-    def log(updates: int, metrics: dict) -> None:
-        run_dir.log(updates, {f"dream/{name}": value for name, value in metrics.items()})
-        manager.save(updates, args=ocp.args.Composite(dream=policy.save_args()))
+        def log(updates: int, metrics: dict) -> None:
+            run_dir.log(updates, {f"dream/{name}": value for name, value in metrics.items()})
+            run_dir.save(manager, updates, ocp.args.Composite(dream=policy.save_args()))
 
-    key = jax.random.key(config.seed)
-    done = int(policy.state.updates)
-    metrics = {}
-    try:
-        # Each call folds its global index into the key, so a resumed run repeats nothing.
-        while done < config.updates:
-            metrics = policy.train(model, dream_config.updates_per_call, jax.random.fold_in(key, done),
-                                   log=log, progress=sys.stderr.isatty())
-            done = int(policy.state.updates)
-    finally:
-        manager.wait_until_finished()
-        manager.close()
-        run_dir.close()
-    save_policy(config.out, policy.actor, task, {"trained_by": "dreamer dream", "world_model": str(config.world_model)})
-    summary = {
-        "real_steps": 0,
-        "eval_steps": 0,
-        "wall_seconds": time.perf_counter() - started,
-        "task": task.name,
-        "updates": done,
-        "halt_threshold": halt,
-        "uncertainty_penalty": dream_config.uncertainty_penalty,
-        **{f"final_{name}": value for name, value in metrics.items()},
-    }
-    run_dir.write_summary(summary)
+        key = jax.random.key(config.seed)
+        done = int(policy.state.updates)
+        metrics = {}
+        try:
+            # Each call folds its global index into the key, so a resumed run repeats nothing.
+            while done < config.updates:
+                metrics = policy.train(model, dream_config.updates_per_call, jax.random.fold_in(key, done),
+                                       log=log, progress=sys.stderr.isatty())
+                done = int(policy.state.updates)
+        finally:
+            manager.close()
+        save_policy(config.out, policy.actor, task, {"trained_by": "dreamer dream", "world_model": str(config.world_model)})
+        summary = {
+            "real_steps": 0,
+            "eval_steps": 0,
+            "wall_seconds": time.perf_counter() - started,
+            "task": task.name,
+            "updates": done,
+            "halt_threshold": halt,
+            "uncertainty_penalty": dream_config.uncertainty_penalty,
+            **{f"final_{name}": value for name, value in metrics.items()},
+        }
+        run_dir.write_summary(summary)
     text = (
         f"trained a policy for {done} updates in dreams of {task.name} "
         f"(penalty {dream_config.uncertainty_penalty}, halt at disagreement {halt:.3g}); "

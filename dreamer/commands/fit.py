@@ -38,7 +38,6 @@ def run(config: FitCommandConfig) -> tuple[dict, str]:
     train, validation = fitting_episodes(traces.episodes, config.split_seed)
     if train is None:
         raise InputError(config.traces, "no episode falls in the training split (record more episodes)")
-    run_dir = RunDirectory(config.out, config, resume=config.resume)
     if config.warm_start:
         model = load(config.warm_start)
         spec = load_spec(config.warm_start)
@@ -55,7 +54,7 @@ def run(config: FitCommandConfig) -> tuple[dict, str]:
             config.ensemble,
             seed=config.seed,
         )
-    try:
+    with RunDirectory(config.out, config, resume=config.resume) as run_dir:
         result = fit_world_model(
             model, train, validation, config.fit, seed=config.seed, run=run_dir,
             resume=config.resume, progress=sys.stderr.isatty(),
@@ -65,21 +64,19 @@ def run(config: FitCommandConfig) -> tuple[dict, str]:
             result.model,
             {"task": traces.task.name, "traces": str(Path(config.traces).absolute()), "split_seed": config.split_seed},
         )
-    finally:
-        run_dir.close()
-    summary = {
-        "real_steps": 0,
-        "eval_steps": 0,
-        "wall_seconds": time.perf_counter() - started,
-        "task": traces.task.name,
-        "train_episodes": train.num_episodes,
-        "validation_episodes": 0 if validation is None else validation.num_episodes,
-        "updates": result.updates,
-        "validation_loss": result.validation_loss,
-        "stopped_early": result.stopped_early,
-        "transitions_per_second": result.transitions_per_second,
-    }
-    run_dir.write_summary(summary)
+        summary = {
+            "real_steps": 0,
+            "eval_steps": 0,
+            "wall_seconds": time.perf_counter() - started,
+            "task": traces.task.name,
+            "train_episodes": train.num_episodes,
+            "validation_episodes": 0 if validation is None else validation.num_episodes,
+            "updates": result.updates,
+            "validation_loss": result.validation_loss,
+            "stopped_early": result.stopped_early,
+            "transitions_per_second": result.transitions_per_second,
+        }
+        run_dir.write_summary(summary)
     text = (
         f"fitted a {config.model} world model on {train.num_episodes} training episodes of {traces.task.name}: "
         f"{result.updates} updates, validation loss {result.validation_loss:.4g}"

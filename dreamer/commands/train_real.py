@@ -52,30 +52,28 @@ def run(config: TrainRealConfig) -> tuple[dict, str]:
     else:
         learner = PPO(observation_size, task.action_space, config.ppo, config.steps, config.seed)
         num_envs = config.ppo.num_envs
-    # Environments' states cannot be checkpointed, so a killed baseline starts over.
-    run_dir = RunDirectory(config.out, config, resumable=False)
-    try:
+    # Environments' states cannot be checkpointed, so a killed baseline starts over: its run
+    # stays pending until the summary, and the next command in its folder clears it.
+    with RunDirectory(config.out, config, resumable=False) as run_dir:
         evaluations = train_on_real(
             task, learner, config.steps,
             training_seeds=reset_seeds(config.seed, num_envs, REAL_TRAINING_STREAM),
             evaluation_seeds=reset_seeds(config.seed, config.eval_episodes, EVALUATION_STREAM),
             evaluate_every=config.eval_every, log=run_dir.log,
         )
-    finally:
-        run_dir.close()
-    save_policy(config.out, learner.actor, task, {"trained_by": f"dreamer train-real ({algo})"})
-    summary = {
-        "algorithm": algo,
-        "task": task.name,
-        "real_steps": evaluations[-1]["real_steps"],
-        "eval_steps": evaluations[-1]["eval_steps"],
-        "wall_seconds": time.perf_counter() - started,
-        "final_mean_return": evaluations[-1]["mean_return"],
-        "reward_threshold": task.reward_threshold,
-        "steps_to_threshold": steps_to_threshold(evaluations, task.reward_threshold),
-        "evaluations": evaluations,
-    }
-    run_dir.write_summary(summary)
+        save_policy(config.out, learner.actor, task, {"trained_by": f"dreamer train-real ({algo})"})
+        summary = {
+            "algorithm": algo,
+            "task": task.name,
+            "real_steps": evaluations[-1]["real_steps"],
+            "eval_steps": evaluations[-1]["eval_steps"],
+            "wall_seconds": time.perf_counter() - started,
+            "final_mean_return": evaluations[-1]["mean_return"],
+            "reward_threshold": task.reward_threshold,
+            "steps_to_threshold": steps_to_threshold(evaluations, task.reward_threshold),
+            "evaluations": evaluations,
+        }
+        run_dir.write_summary(summary)
     text = (
         f"{task.name} {algo.upper()}: {summary['real_steps']} real steps (+{summary['eval_steps']} for evaluation), "
         f"{summary['wall_seconds']:.0f} s\n" + outcome_text(summary, config.eval_episodes, config.out)

@@ -77,12 +77,8 @@ def fitted_run_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fitted(fitted_run_path, pendulum_episodes, validation_episodes):
     """A tiny ensemble fitted for 300 updates, checkpointed into a real run directory."""
-    run = RunDirectory(fitted_run_path, FIT)
-    try:
-        result = fit_world_model(fresh_model(), pendulum_episodes, validation_episodes, FIT, seed=0, run=run, progress=False)
-    finally:
-        run.close()
-    return result
+    with RunDirectory(fitted_run_path, FIT) as run:
+        return fit_world_model(fresh_model(), pendulum_episodes, validation_episodes, FIT, seed=0, run=run, progress=False)
 
 
 # -- the library ------------------------------------------------------------------------
