@@ -18,6 +18,7 @@ the episode kept as truncated (a warning says how many rows that cost).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 import zipfile
@@ -27,6 +28,8 @@ import numpy as np
 
 from tasks.episodes import UNKNOWN_SEED, Episode, Episodes
 from tasks.errors import InputError
+from tasks.strict_values import as_booleans, as_integers, as_reals
+from tasks.traces import locked_for_writing
 
 NPZ_REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
@@ -38,41 +41,55 @@ def import_npz(path: str | Path) -> Episodes:
     missing = [key for key in NPZ_REQUIRED_KEYS if key not in arrays]
     if missing:
         raise InputError(path, f"missing keys {', '.join(missing)} (needs {', '.join(NPZ_REQUIRED_KEYS)})")
+    next_observations, seeds = arrays.get("next_observations"), arrays.get("reset_seeds")
     return _episodes_from_transitions(
         path,
-        observations=arrays["observations"],
-        actions=arrays["actions"],
-        rewards=arrays["rewards"],
-        terminals=arrays["terminals"],
-        timeouts=arrays["timeouts"],
-        next_observations=arrays.get("next_observations"),
-        episode_seeds=arrays.get("reset_seeds"),
+        observations=as_reals(arrays["observations"], "observations", path),
+        actions=as_reals(arrays["actions"], "actions", path),
+        rewards=as_reals(arrays["rewards"], "rewards", path),
+        terminals=as_booleans(arrays["terminals"], "terminals", path),
+        timeouts=as_booleans(arrays["timeouts"], "timeouts", path),
+        next_observations=None if next_observations is None else as_reals(next_observations, "next_observations", path),
+        # -1 is how an exported file marks a seed that was never recorded.
+        episode_seeds=None if seeds is None else as_integers(seeds, "reset_seeds", path, minimum=UNKNOWN_SEED),
     )
 
 
 def export_npz(episodes: Episodes, path: str | Path) -> Path:
-    """Write episodes as a flat transition npz that `import_npz` reads back exactly."""
+    """Write episodes as a new flat transition npz that `import_npz` reads back exactly.
+
+    Raises:
+        InputError: ``path`` already exists (as `collect` refuses an existing trace
+            file), or cannot be written.
+    """
     path = Path(path)
+    if path.exists():
+        raise InputError(path, "already exists (choose another --out, or remove it first)")
     step_obs = np.concatenate([e.observations[:-1] for e in episodes])
     next_obs = np.concatenate([e.observations[1:] for e in episodes])
     last_steps = episodes.step_offsets[1:] - 1
     timeouts = np.zeros(episodes.num_steps, dtype=bool)
     # Every episode end is marked, so the importer splits exactly where episodes ended.
     timeouts[last_steps] = ~episodes.terminations[last_steps]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.writing")
-    with open(staging, "wb") as file:
-        np.savez(
-            file,
-            observations=step_obs,
-            next_observations=next_obs,
-            actions=episodes.actions,
-            rewards=episodes.rewards,
-            terminals=episodes.terminations,
-            timeouts=timeouts,
-            reset_seeds=episodes.seeds,
-        )
-    staging.replace(path)
+    with locked_for_writing(path) as target:
+        if target.exists():
+            raise InputError(path, "already exists (choose another --out, or remove it first)")
+        staging = target.with_name(f".{target.name}.writing-{os.getpid()}")
+        try:
+            with open(staging, "wb") as file:
+                np.savez(
+                    file,
+                    observations=step_obs,
+                    next_observations=next_obs,
+                    actions=episodes.actions,
+                    rewards=episodes.rewards,
+                    terminals=episodes.terminations,
+                    timeouts=timeouts,
+                    reset_seeds=episodes.seeds,
+                )
+            staging.rename(target)
+        finally:
+            staging.unlink(missing_ok=True)
     return path
 
 
@@ -92,7 +109,8 @@ def import_table(path: str | Path, episode_column: str = "episode") -> Episodes:
     # within an episode by the step column if there is one, else as they appear.
     _, first_row, episode_of_row = np.unique(episode_ids, return_index=True, return_inverse=True)
     episode_rank = np.argsort(np.argsort(first_row))[episode_of_row]
-    within = table.column("step").to_numpy(zero_copy_only=False) if "step" in columns else np.arange(len(episode_ids))
+    within = (as_integers(table.column("step").to_numpy(zero_copy_only=False), "step", path)
+              if "step" in columns else np.arange(len(episode_ids)))
     order = np.lexsort((within, episode_rank))
     episode_ids = episode_ids[order]
     boundaries = episode_ids[1:] != episode_ids[:-1]
@@ -104,14 +122,15 @@ def import_table(path: str | Path, episode_column: str = "episode") -> Episodes:
     timeouts[:-1] |= boundaries & ~terminated[:-1]
     seeds = None
     if "seed" in columns:
-        seed_rows = table.column("seed").to_numpy(zero_copy_only=False)[order]
+        seed_rows = as_integers(table.column("seed").to_numpy(zero_copy_only=False), "seed", path,
+                                minimum=0, missing=UNKNOWN_SEED)[order]
         ends = np.concatenate([np.flatnonzero(boundaries), [len(order) - 1]])
-        seeds = np.where(np.isnan(seed_rows[ends].astype(float)), UNKNOWN_SEED, seed_rows[ends])
+        seeds = seed_rows[ends]
     return _episodes_from_transitions(
         path,
         observations=observations[order],
         actions=actions[order],
-        rewards=table.column("reward").to_numpy(zero_copy_only=False).astype(np.float32)[order],
+        rewards=as_reals(table.column("reward").to_numpy(zero_copy_only=False), "reward", path).astype(np.float32)[order],
         terminals=terminated,
         timeouts=timeouts,
         next_observations=None if next_observations is None else next_observations[order],
@@ -246,7 +265,7 @@ def _gather_columns(table, prefix: str, path: Path, required: bool) -> np.ndarra
     if prefix in table.column_names:
         values = table.column(prefix).to_pylist()
         try:
-            return np.asarray(values)
+            return as_reals(np.asarray(values), prefix, path)
         except ValueError:
             raise InputError(path, f"column '{prefix}' holds lists of different lengths") from None
     pattern = re.compile(rf"^{re.escape(prefix)}_(\d+)$")
@@ -259,13 +278,9 @@ def _gather_columns(table, prefix: str, path: Path, required: bool) -> np.ndarra
         return None
     if [i for i, _ in numbered] != list(range(len(numbered))):
         raise InputError(path, f"columns {prefix}_* are not numbered 0..{len(numbered) - 1}")
-    columns = [table.column(name).to_numpy(zero_copy_only=False) for _, name in numbered]
+    columns = [as_reals(table.column(name).to_numpy(zero_copy_only=False), name, path) for _, name in numbered]
     return np.stack(columns, axis=1)
 
 
 def _bool_column(table, name: str, path: Path) -> np.ndarray:
-    values = table.column(name).to_numpy(zero_copy_only=False)
-    try:
-        return values.astype(bool)
-    except ValueError:
-        raise InputError(path, f"column '{name}' is not boolean") from None
+    return as_booleans(table.column(name).to_numpy(zero_copy_only=False), name, path)

@@ -3,15 +3,19 @@
 A trace location is a dataset folder (the one holding ``data/``), that ``data/`` folder
 itself, or a dataset id under ``MINARI_DATASETS_PATH``; datasets written by anyone's
 ``minari.DataCollector``, in the HDF5 or Arrow backend, load as they are. Writes go to a
-temporary folder that is renamed into place, so a failure never leaves half a dataset.
+temporary folder that is renamed into place, so a failure never leaves half a dataset,
+and one writer at a time holds a dataset's lock, so no append is ever lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
@@ -22,12 +26,15 @@ from minari.dataset.minari_storage import MinariStorage
 
 from tasks.episodes import UNKNOWN_SEED, Episode, Episodes
 from tasks.errors import InputError
+from tasks.locks import exclusive_lock
 from tasks.registry import Task, check_spaces_match, get_task, task_for_env_id
+from tasks.strict_values import as_booleans, as_reals
 from tasks.validation import check_supported_spaces, validate_episode, validate_episodes
 
 DATA_FORMATS = ("hdf5", "arrow")
 METADATA_FILE = "metadata.json"
 TASK_METADATA_KEY = "dreamer_task"
+LOCK_TIMEOUT_VARIABLE = "DREAMER_LOCK_TIMEOUT"  # seconds a writer waits for another (default 600)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +117,10 @@ def read_traces(location: str | os.PathLike, task: Task | None = None) -> Traces
         raise
     except Exception as error:  # h5py, pyarrow and json each fail their own way
         raise InputError(shown, f"corrupt or truncated dataset ({_first_line(error)})") from None
+    if len(raw_episodes) != total or len(seeds) != total:
+        # Arrow keeps one file per episode: a missing file silently drops that episode.
+        raise InputError(shown, f"the metadata says {total} episodes but {len(raw_episodes)} could be read "
+                                "(episode data missing or damaged)")
 
     episodes = []
     for index, (raw, seed) in enumerate(zip(raw_episodes, seeds)):
@@ -132,73 +143,198 @@ def write_traces(
     task: Task,
     data_format: str = "hdf5",
     algorithm_name: str | None = None,
+    lock_timeout: float | None = None,
 ) -> Path:
     """Write a new trace file at ``out`` (a dataset folder that will hold ``data/``).
 
     Raises:
-        InputError: ``out`` already exists, or an episode does not fit the task's spaces.
+        InputError: ``out`` already exists, cannot be written, is being written by another
+            process for longer than ``lock_timeout`` seconds, or an episode does not fit
+            the task's spaces.
     """
     out = Path(out)
     if data_format not in DATA_FORMATS:
         raise InputError(data_format, f"unknown trace format (choose from {', '.join(DATA_FORMATS)})")
-    if out.exists() and any(out.iterdir()):
+    if out.is_dir() and any(out.iterdir()):
         raise InputError(out, "already exists (append to it, or choose another --out)")
     validate_episodes(episodes, task.observation_space, task.action_space, str(out))
-
-    staging = _staging_path(out)
-    try:
-        staging.mkdir()
-        storage = MinariStorage.new(
-            staging / "data",
-            observation_space=task.observation_space,
-            action_space=task.action_space,
-            env_spec=_env_spec(task),
-            data_format=data_format,
-            jpeg_encoding=False,
-        )
-        storage.update_episodes(_episode_buffers(episodes))
-        storage.update_metadata(
-            {
-                "dataset_id": _dataset_id(out),
-                "minari_version": minari.__version__,
-                "algorithm_name": algorithm_name or "dreamer",
-                TASK_METADATA_KEY: task.name,
-            }
-        )
-        if out.exists():
-            out.rmdir()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with locked_for_writing(out, lock_timeout) as target:
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise InputError(out, "already exists (append to it, or choose another --out)")
+        with _staging(target) as staging:
+            _write_dataset(staging, episodes, task, data_format, algorithm_name or "dreamer", _dataset_id(out))
+            if target.exists():
+                target.rmdir()
+            staging.rename(target)
     return out / "data"
 
 
-def append_traces(location: str | os.PathLike, episodes: Episodes) -> Traces:
+def append_traces(location: str | os.PathLike, episodes: Episodes,
+                  lock_timeout: float | None = None) -> Traces:
     """Append episodes to an existing trace file, leaving its old episodes untouched.
 
-    The dataset is copied, appended to, and swapped in, so a failure keeps the old file.
-    Returns the whole file as read back after the append.
+    One writer at a time: a second waits for the first (up to ``lock_timeout`` seconds),
+    then appends to what the first wrote. The dataset is copied, appended to, and swapped
+    in, so a failure (or a kill) keeps the old file. A trace file reached through a
+    symbolic link is appended to where the link points. Returns the whole file as read
+    back after the append.
     """
-    existing = read_traces(location)
     shown = str(location)
-    validate_episodes(episodes, existing.observation_space, existing.action_space, shown)
-    dataset_path = existing.dataset_path
-    if existing.data_path.name != "data":
-        raise InputError(shown, "can only append to a dataset folder whose data sits in data/")
+    with locked_for_writing(_dataset_folder(location), lock_timeout, shown=shown) as dataset_path:
+        existing = read_traces(dataset_path)
+        validate_episodes(episodes, existing.observation_space, existing.action_space, shown)
+        if existing.data_path.name != "data":
+            raise InputError(shown, "can only append to a dataset folder whose data sits in data/")
+        with _staging(dataset_path) as staging:
+            shutil.copytree(dataset_path, staging, dirs_exist_ok=True)
+            storage = MinariStorage.read(staging / "data")
+            storage.update_episodes(_episode_buffers(episodes))
+            _swap_in(staging, dataset_path)
+        return read_traces(dataset_path)
 
-    staging = _staging_path(dataset_path)
-    retired = dataset_path.with_name(f".{dataset_path.name}.replaced-{os.getpid()}")
+
+def keep_first_episodes(location: str | os.PathLike, count: int) -> Episodes:
+    """Cut a trace file back to its first ``count`` episodes (for resuming a killed run).
+
+    The kept episodes are rewritten unchanged into a new dataset that replaces the old
+    one; nothing happens if the file holds no more than ``count`` episodes.
+    """
+    with locked_for_writing(_dataset_folder(location), shown=str(location)) as dataset_path:
+        existing = read_traces(dataset_path)
+        if existing.episodes.num_episodes <= count:
+            return existing.episodes
+        if existing.task is None:
+            raise InputError(location, "names no task, so it cannot be rewritten")
+        kept = existing.episodes.select(range(count))
+        with _staging(dataset_path) as staging:
+            _write_dataset(staging, kept, existing.task, existing.data_format, "dreamer (resumed)",
+                           _dataset_id(dataset_path))
+            _swap_in(staging, dataset_path)
+        return kept
+
+
+@contextlib.contextmanager
+def locked_for_writing(out: str | os.PathLike, timeout: float | None = None, shown: str | None = None) -> Iterator[Path]:
+    """Hold the write lock of the dataset at ``out``; yields its real path (links resolved).
+
+    Whoever holds the lock first clears what writers killed earlier left beside the
+    dataset: staging folders are removed, and a dataset caught between the two renames
+    of a swap is put back. The lock file (``.NAME.lock`` beside the dataset) goes with
+    the last holder.
+
+    Raises:
+        InputError: naming ``shown`` (default ``out``): another writer held the lock for
+            ``timeout`` seconds (default: `write_lock_timeout`), or the folder cannot be
+            written.
+    """
+    shown = shown or str(out)
+    timeout = write_lock_timeout() if timeout is None else timeout
+    target = Path(out).resolve()
     try:
-        shutil.copytree(dataset_path, staging)
-        storage = MinariStorage.read(staging / "data")
-        storage.update_episodes(_episode_buffers(episodes))
-        dataset_path.rename(retired)
-        staging.rename(dataset_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = target.with_name(f".{target.name}.lock")
+        with exclusive_lock(lock_file, shown, timeout, remove=True):
+            _clear_leftovers(target)
+            yield target
+    except NotADirectoryError:
+        raise InputError(shown, "sits under a file, not a folder") from None
+    except OSError as error:
+        raise InputError(shown, f"cannot be written ({(error.strerror or str(error)).lower()})") from None
+
+
+def finish_interrupted_writes(location: str | os.PathLike) -> None:
+    """Clear what killed writers left beside a trace location, so its state is what it seems.
+
+    A dataset caught between the two renames of an append is missing until this puts it
+    back; a command deciding between writing and appending calls this first.
+    """
+    folder = _dataset_folder(location)
+    if folder.parent.is_dir():  # no folder, nothing was ever written there
+        with locked_for_writing(folder, shown=str(location)):
+            pass
+
+
+def write_lock_timeout() -> float:
+    """Seconds a writer waits for another writer of the same dataset: ``$DREAMER_LOCK_TIMEOUT``, else 600."""
+    text = os.environ.get(LOCK_TIMEOUT_VARIABLE, "600")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise InputError(LOCK_TIMEOUT_VARIABLE, f"must be a number of seconds, got {text!r}")
+    return seconds
+
+
+def _dataset_folder(location: str | os.PathLike) -> Path:
+    """The real folder holding ``data/`` of a trace location (a folder, its data/, or an id)."""
+    path = Path(location)
+    if not path.exists() and (_datasets_root() / str(location)).exists():
+        path = _datasets_root() / str(location)
+    path = path.resolve()
+    if path.name == "data" and (path / METADATA_FILE).is_file():
+        return path.parent
+    return path
+
+
+def _clear_leftovers(target: Path) -> None:
+    """Remove killed writers' staging folders next to ``target``; finish an interrupted swap."""
+    for leftover in sorted(target.parent.glob(f".{glob.escape(target.name)}.*")):
+        kind = leftover.name[len(target.name) + 2:].split("-")[0]
+        if kind == "replaced" and not target.exists():
+            leftover.rename(target)  # killed between the two renames of a swap: the old data is back
+        elif kind in ("writing", "replaced"):
+            remove_path(leftover)
+
+
+@contextlib.contextmanager
+def _staging(target: Path) -> Iterator[Path]:
+    """A fresh hidden folder beside ``target`` to build into; removed unless renamed away."""
+    staging = target.with_name(f".{target.name}.writing-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(retired, ignore_errors=True)
-    return read_traces(dataset_path)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or a folder tree, whichever ``path`` is; nothing if it is gone."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace ``target`` by ``staging``; a kill between the renames is undone by the next writer."""
+    retired = target.with_name(f".{target.name}.replaced-{os.getpid()}")
+    target.rename(retired)
+    staging.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _write_dataset(folder: Path, episodes: Episodes, task: Task, data_format: str,
+                   algorithm_name: str, dataset_id: str) -> None:
+    """A new Minari dataset holding ``episodes`` in the empty ``folder``."""
+    storage = MinariStorage.new(
+        folder / "data",
+        observation_space=task.observation_space,
+        action_space=task.action_space,
+        env_spec=_env_spec(task),
+        data_format=data_format,
+        jpeg_encoding=False,
+    )
+    storage.update_episodes(_episode_buffers(episodes))
+    storage.update_metadata(
+        {
+            "dataset_id": dataset_id,
+            "minari_version": minari.__version__,
+            "algorithm_name": algorithm_name,
+            TASK_METADATA_KEY: task.name,
+        }
+    )
 
 
 def _open_storage(data_path: Path, shown: str) -> MinariStorage:
@@ -222,29 +358,6 @@ def _recorded_task(metadata: dict) -> Task | None:
     return None
 
 
-def keep_first_episodes(location: str | os.PathLike, count: int) -> Episodes:
-    """Cut a trace file back to its first ``count`` episodes (for resuming a killed run).
-
-    The kept episodes are rewritten unchanged into a new dataset that replaces the old
-    one; nothing happens if the file holds no more than ``count`` episodes.
-    """
-    existing = read_traces(location)
-    if existing.episodes.num_episodes <= count:
-        return existing.episodes
-    if existing.task is None:
-        raise InputError(location, "names no task, so it cannot be rewritten")
-    kept = existing.episodes.select(range(count))
-    dataset_path = existing.dataset_path
-    rewritten = dataset_path.with_name(f".{dataset_path.name}.kept-{os.getpid()}")
-    shutil.rmtree(rewritten, ignore_errors=True)
-    write_traces(rewritten, kept, existing.task, existing.data_format, algorithm_name="dreamer (resumed)")
-    retired = dataset_path.with_name(f".{dataset_path.name}.replaced-{os.getpid()}")
-    dataset_path.rename(retired)
-    rewritten.rename(dataset_path)
-    shutil.rmtree(retired, ignore_errors=True)
-    return kept
-
-
 def _episode_from_minari(raw: dict, seed, observation_space, action_space, index: int, path: str) -> Episode:
     def as_array(field: str, space: gym.Space | None = None) -> np.ndarray:
         value = raw[field]
@@ -255,12 +368,15 @@ def _episode_from_minari(raw: dict, seed, observation_space, action_space, index
             array = array.reshape(len(array))
         return array
 
+    where = f"episode {index}: "
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise InputError(path, f"{where}seed {seed!r} is not a non-negative integer")
     return Episode(
-        observations=as_array("observations", observation_space),
-        actions=as_array("actions", action_space),
-        rewards=as_array("rewards").astype(np.float32).reshape(-1),
-        terminations=as_array("terminations").astype(bool).reshape(-1),
-        truncations=as_array("truncations").astype(bool).reshape(-1),
+        observations=as_reals(as_array("observations", observation_space), where + "observations", path),
+        actions=as_reals(as_array("actions", action_space), where + "actions", path),
+        rewards=as_reals(as_array("rewards"), where + "rewards", path).astype(np.float32).reshape(-1),
+        terminations=as_booleans(as_array("terminations").reshape(-1), where + "terminations", path),
+        truncations=as_booleans(as_array("truncations").reshape(-1), where + "truncations", path),
         seed=UNKNOWN_SEED if seed is None else int(seed),
     )
 
@@ -286,15 +402,6 @@ def _env_spec(task: Task) -> gym.envs.registration.EnvSpec:
 def _dataset_id(out: Path) -> str:
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", out.name).strip("-") or "traces"
     return name if re.search(r"-v\d+$", name) else f"{name}-v0"
-
-
-def _staging_path(out: Path) -> Path:
-    # Absolute, because minari's size bookkeeping mis-joins relative paths.
-    out = out.absolute()
-    staging = out.with_name(f".{out.name}.writing-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    return staging
 
 
 def _datasets_root() -> Path:

@@ -67,7 +67,8 @@ def validate_episode(
     if np.any(np.asarray(episode.terminations)[:-1]):
         step = int(np.flatnonzero(episode.terminations)[0])
         raise InputError(path, f"{where}: terminated at step {step} of {steps}, before its end")
-    _check_actions_in_space(episode.actions, action_space, where, path)
+    _check_in_space(episode.observations, observation_space, where, "observation", path)
+    _check_in_space(episode.actions, action_space, where, "action", path)
 
 
 def _check_shape(values: np.ndarray, space: gym.Space, what: str, path: str) -> None:
@@ -77,21 +78,30 @@ def _check_shape(values: np.ndarray, space: gym.Space, what: str, path: str) -> 
         )
 
 
-def _check_actions_in_space(actions: np.ndarray, space: gym.Space, where: str, path: str) -> None:
+def _check_in_space(values: np.ndarray, space: gym.Space, where: str, field: str, path: str) -> None:
+    """Every step's value lies in ``space``: the same rule for observations and actions."""
+    if values.dtype.kind not in "biuf":
+        raise InputError(path, f"{where}: {field}s have dtype {values.dtype}; the space holds {space.dtype}")
     if isinstance(space, gym.spaces.Discrete):
-        valid = (actions >= space.start) & (actions < space.start + space.n)
-        if np.issubdtype(actions.dtype, np.floating):
-            valid &= actions == np.round(actions)
+        valid = (values >= space.start) & (values < space.start + space.n)
+        if np.issubdtype(values.dtype, np.floating):
+            valid &= values == np.round(values)
     else:
-        # A little slack: actions written as float64 and read back as float32 may round
+        if np.issubdtype(space.dtype, np.integer) and np.issubdtype(values.dtype, np.floating):
+            integral = np.isfinite(values) & (values == np.round(values))
+            _refuse_step(values, integral, space, where, f"{field} is not integral, as the space's dtype needs", path)
+        # A little slack: values written as float64 and read back as float32 may round
         # just past a bound.
-        tolerance = 1e-6 * np.maximum(1.0, np.abs(space.high))
-        finite = np.isfinite(actions)
-        valid = finite & (actions >= space.low - tolerance) & (actions <= space.high + tolerance)
-    if not np.all(valid):
-        step = int(np.flatnonzero(~np.all(np.reshape(valid, (len(actions), -1)), axis=1))[0])
-        raise InputError(
-            path,
-            f"{where}: action at step {step} is outside the action space {space}: "
-            f"{np.asarray(actions[step]).tolist()}",
-        )
+        high, low = np.asarray(space.high, np.float64), np.asarray(space.low, np.float64)
+        tolerance = 1e-6 * np.maximum(1.0, np.abs(np.where(np.isfinite(high), high, 0.0)))
+        finite = np.isfinite(values) if field == "action" else ~np.isnan(values)
+        valid = finite & (values >= low - tolerance) & (values <= high + tolerance)
+    _refuse_step(values, valid, space, where, f"{field} is outside the {field} space {space}", path)
+
+
+def _refuse_step(values: np.ndarray, valid: np.ndarray, space: gym.Space, where: str, problem: str, path: str) -> None:
+    if np.all(valid):
+        return
+    step = int(np.flatnonzero(~np.all(np.reshape(valid, (len(values), -1)), axis=1))[0])
+    problem = problem.replace(" is ", f" at step {step} is ", 1)
+    raise InputError(path, f"{where}: {problem}: {np.asarray(values[step]).tolist()}")

@@ -12,7 +12,7 @@ from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.recording import COLLECT_STREAM, record_episodes, reset_seeds
 from tasks.registry import check_spaces_match, get_task
-from tasks.traces import append_traces, read_traces, write_traces
+from tasks.traces import append_traces, finish_interrupted_writes, read_traces, write_traces
 
 @config
 class CollectConfig:
@@ -32,6 +32,9 @@ def run(config: CollectConfig) -> tuple[dict, str]:
     policy = behaviour_policy(config.policy, task, config.noise)
     out = Path(config.out)
     already = 0
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "is a file, not a trace folder; choose another --out")
+    finish_interrupted_writes(out)
     if config.append and out.exists():
         existing = read_traces(out)
         check_spaces_match(task, existing.observation_space, existing.action_space, str(out))
@@ -47,9 +50,10 @@ def run(config: CollectConfig) -> tuple[dict, str]:
     seconds = time.perf_counter() - started
     label = f"dreamer collect --policy {config.policy} --noise {config.noise}"
     if already:
-        append_traces(out, episodes)
+        in_file = append_traces(out, episodes).episodes.num_episodes
     else:
         write_traces(out, episodes, task, config.format, algorithm_name=label)
+        in_file = episodes.num_episodes
 
     returns = episodes.returns()
     summary = {
@@ -57,7 +61,7 @@ def run(config: CollectConfig) -> tuple[dict, str]:
         "task": task.name,
         "episodes": episodes.num_episodes,
         "steps": episodes.num_steps,
-        "episodes_in_file": already + episodes.num_episodes,
+        "episodes_in_file": in_file,
         "mean_return": float(returns.mean()),
         "std_return": float(returns.std()),
         "steps_per_second": episodes.num_steps / seconds,
@@ -67,6 +71,6 @@ def run(config: CollectConfig) -> tuple[dict, str]:
         f"recorded {episodes.num_episodes} episodes ({episodes.num_steps} steps, "
         f"{summary['steps_per_second']:.0f} steps/s) of {task.name} with policy {config.policy}; "
         f"return {returns.mean():.1f} ± {returns.std():.1f}\n"
-        f"{'appended to' if already else 'wrote'} {out} ({already + episodes.num_episodes} episodes)"
+        f"{'appended to' if already else 'wrote'} {out} ({in_file} episodes)"
     )
     return summary, text

@@ -12,7 +12,7 @@ from tasks.errors import InputError
 from tasks.importers import conform_to_spaces, export_npz, import_npz, import_table
 from tasks.registry import check_spaces_match, get_task
 from tasks.splits import SPLIT_NAMES, split_indices
-from tasks.traces import append_traces, read_traces, write_traces
+from tasks.traces import append_traces, finish_interrupted_writes, read_traces, write_traces
 from tasks.validation import validate_episodes
 
 
@@ -94,6 +94,7 @@ def import_(config: ImportConfig) -> tuple[dict, str]:
     # Checked here as well as on writing, so that errors name the log, not the output.
     validate_episodes(episodes, task.observation_space, task.action_space, str(source))
     out = Path(config.out)
+    finish_interrupted_writes(out)
     if config.append and out.exists():
         existing = read_traces(out)
         check_spaces_match(task, existing.observation_space, existing.action_space, str(out))

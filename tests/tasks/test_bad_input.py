@@ -428,3 +428,121 @@ def test_npz_with_pickled_objects_is_refused_without_unpickling(capsys, tmp_path
     with np.load(source, allow_pickle=True) as archive:
         archive["observations"]
     assert marker.exists()
+
+
+# --------------------------------------------------------------------------- strict readers
+
+
+def write_csv(path: Path, arrays: dict[str, np.ndarray], overrides: dict[str, list] | None = None) -> Path:
+    """The arrays as a CSV table (one row per transition), with some columns' text replaced."""
+    rows = len(arrays["rewards"])
+    ends = np.flatnonzero(arrays["terminals"] | arrays["timeouts"])
+    episode = np.searchsorted(ends, np.arange(rows))
+    step = np.arange(rows) - np.concatenate([[0], ends + 1])[episode]
+    columns: dict[str, list] = {"episode": list(episode), "step": list(step)}
+    for i in range(arrays["observations"].shape[1]):
+        columns[f"obs_{i}"] = list(arrays["observations"][:, i])
+        columns[f"next_obs_{i}"] = list(arrays["next_observations"][:, i])
+    actions = arrays["actions"].reshape(rows, -1)
+    for i in range(actions.shape[1]):
+        columns[f"action_{i}"] = list(actions[:, i])
+    columns["reward"] = list(arrays["rewards"])
+    columns["terminated"] = ["True" if t else "False" for t in arrays["terminals"]]
+    columns["truncated"] = ["True" if t else "False" for t in arrays["timeouts"]]
+    for name, values in (overrides or {}).items():
+        columns[name] = values
+    lines = [",".join(columns)] + [",".join(str(columns[name][row]) for name in columns) for row in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_untouched_csv_is_accepted(capsys, tmp_path, pendulum_arrays):
+    source = write_csv(tmp_path / "log.csv", pendulum_arrays)
+    code, _, stderr = run_cli(capsys, *import_argv(source, tmp_path / "out"))
+    assert code == 0, stderr
+    assert read_episode_count(tmp_path / "out") == 3
+
+
+def read_episode_count(path: Path) -> int:
+    from tasks.traces import read_traces
+
+    return read_traces(path).episodes.num_episodes
+
+
+@pytest.mark.parametrize("spelling", ["yes/no", "one stray word"])
+def test_csv_booleans_only_in_their_usual_spellings(capsys, tmp_path, pendulum_arrays, spelling):
+    rows = len(pendulum_arrays["rewards"])
+    if spelling == "yes/no":
+        terminated = ["yes" if t else "no" for t in pendulum_arrays["terminals"]]
+    else:
+        terminated = ["False"] * rows
+        terminated[17] = "nope"
+    source = write_csv(tmp_path / "log.csv", pendulum_arrays, {"terminated": terminated})
+    problem = assert_refused(capsys, import_argv(source, tmp_path / "out"), source, tmp_path / "out")
+    assert "terminated row" in problem and "is not a boolean" in problem
+
+
+def test_csv_step_must_be_an_integer(capsys, tmp_path, pendulum_arrays):
+    step = list(range(len(pendulum_arrays["rewards"])))
+    step[5] = "5b"
+    source = write_csv(tmp_path / "log.csv", pendulum_arrays, {"step": step})
+    problem = assert_refused(capsys, import_argv(source, tmp_path / "out"), source, tmp_path / "out")
+    assert problem.startswith("step row 5: '5b' is not")
+
+
+def test_csv_non_numeric_observation_is_one_line(capsys, tmp_path, pendulum_arrays):
+    values = list(pendulum_arrays["observations"][:, 1])
+    values[40] = "about 0.3"
+    source = write_csv(tmp_path / "log.csv", pendulum_arrays, {"obs_1": values})
+    problem = assert_refused(capsys, import_argv(source, tmp_path / "out"), source, tmp_path / "out")
+    assert problem == "obs_1 row 40: 'about 0.3' is not a number"
+
+
+def test_csv_negative_seed_is_refused(capsys, tmp_path, pendulum_arrays):
+    seeds = [3] * len(pendulum_arrays["rewards"])
+    seeds[-1] = -4
+    source = write_csv(tmp_path / "log.csv", pendulum_arrays, {"seed": seeds})
+    problem = assert_refused(capsys, import_argv(source, tmp_path / "out"), source, tmp_path / "out")
+    assert "seed row" in problem and "is below 0" in problem
+
+
+@pytest.mark.parametrize("value", [0.5, 2.0])
+def test_npz_terminals_must_be_zero_or_one(capsys, tmp_path, pendulum_arrays, value):
+    terminals = pendulum_arrays["terminals"].astype(np.float64)
+    terminals[9] = value
+    pendulum_arrays["terminals"] = terminals
+    source = write_npz(tmp_path / "log.npz", pendulum_arrays)
+    problem = assert_refused(capsys, import_argv(source, tmp_path / "out"), source, tmp_path / "out")
+    assert problem.startswith(f"terminals row 9: {value} is not a boolean")
+
+
+def test_npz_complex_observations_are_refused(capsys, tmp_path, pendulum_arrays):
+    pendulum_arrays["observations"] = pendulum_arrays["observations"] + 1j
+    source = write_npz(tmp_path / "log.npz", pendulum_arrays)
+    problem = assert_refused(capsys, import_argv(source, tmp_path / "out"), source, tmp_path / "out")
+    assert "complex" in problem
+
+
+def test_arrow_dataset_missing_an_episode_file_is_refused(capsys, tmp_path):
+    dataset = collect(capsys, tmp_path / "traces", data_format="arrow")
+    episode_files = sorted((dataset / "data").glob("*/*.arrow"))
+    assert len(episode_files) == 3, episode_files
+    episode_files[1].unlink()  # its folder stays, empty
+    problem = assert_refused(capsys, ["traces", "info", dataset, "--out", tmp_path / "info"], dataset, tmp_path / "info")
+    assert "the metadata says 3 episodes but 2 could be read" in problem
+
+
+def test_observations_outside_the_recorded_space_are_refused_by_every_command(capsys, tmp_path):
+    """Pendulum's angular velocity is at most 8: data at 50 disagrees with the recorded space."""
+    dataset = collect(capsys, tmp_path / "traces")
+    with h5py.File(dataset / "data" / "main_data.hdf5", "a") as file:
+        observations = file["episode_1"]["observations"]
+        values = observations[...]
+        values[7, 2] = 50.0
+        observations[...] = values
+    problems = set()
+    for argv in (["traces", "info", dataset], ["fit", "--traces", dataset], ["traces", "export", dataset]):
+        out = tmp_path / f"out-{argv[0]}-{argv[1]}"
+        problems.add(assert_refused(capsys, [*argv, "--out", out], dataset, out))
+    assert len(problems) == 1, problems  # the same rule, the same message, whichever command reads it
+    assert problems.pop().startswith("episode 1: observation at step 7 is outside the observation space")
