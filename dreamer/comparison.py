@@ -107,7 +107,9 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
     if config.real_budget < MIN_BUDGET_RATIO * config.dream_budget:
         raise InputError("--real-steps", f"the real-trained arm needs at least {MIN_BUDGET_RATIO}x the dream arm's "
                                          f"{config.dream_budget} real steps, got {config.real_budget}")
-    algo = config.algo or train_real.default_algorithm(task)
+    algo = train_real.chosen_algorithm(task, config.algo)
+    if config.offline_traces:  # read now, so a bad file stops the comparison before any arm runs
+        read_traces(config.offline_traces, task=task)
     commit, dirty = source_commit()  # the code as it was when the runs started
     out = config.out_dir
     seeds = [config.seed + i for i in range(config.seeds)]

@@ -41,6 +41,9 @@ def import_npz(path: str | Path) -> Episodes:
     missing = [key for key in NPZ_REQUIRED_KEYS if key not in arrays]
     if missing:
         raise InputError(path, f"missing keys {', '.join(missing)} (needs {', '.join(NPZ_REQUIRED_KEYS)})")
+    for key, values in arrays.items():
+        if values.ndim == 0:
+            raise InputError(path, f"{key} is a single value; it needs one entry per transition (or episode)")
     next_observations, seeds = arrays.get("next_observations"), arrays.get("reset_seeds")
     return _episodes_from_transitions(
         path,
@@ -104,7 +107,7 @@ def import_table(path: str | Path, episode_column: str = "episode") -> Episodes:
     observations = _gather_columns(table, "obs", path, required=True)
     actions = _gather_columns(table, "action", path, required=True)
     next_observations = _gather_columns(table, "next_obs", path, required=False)
-    episode_ids = table.column(episode_column).to_numpy(zero_copy_only=False)
+    episode_ids = _episode_ids(table.column(episode_column).to_numpy(zero_copy_only=False), episode_column, path)
     # Rows are grouped by episode, episodes in order of first appearance, and ordered
     # within an episode by the step column if there is one, else as they appear.
     _, first_row, episode_of_row = np.unique(episode_ids, return_index=True, return_inverse=True)
@@ -171,26 +174,37 @@ def _episodes_from_transitions(
     episode_seeds: np.ndarray | None = None,
     episode_starts: np.ndarray | None = None,
 ) -> Episodes:
-    rows = len(rewards)
-    fields = {"observations": observations, "actions": actions, "terminals": terminals, "timeouts": timeouts}
+    fields = {"observations": observations, "actions": actions, "rewards": rewards, "terminals": terminals,
+              "timeouts": timeouts}
     if next_observations is not None:
         fields["next_observations"] = next_observations
+    for name, values in fields.items():
+        if np.ndim(values) == 0:
+            raise InputError(path, f"{name} is a single value; it needs one entry per transition")
+    rows = len(rewards)
     for name, values in fields.items():
         if len(values) != rows:
             raise InputError(path, f"{name} has {len(values)} rows, rewards has {rows}")
     if rows == 0:
         raise InputError(path, "holds no transitions")
+    for name in ("rewards", "terminals", "timeouts"):
+        if np.size(fields[name]) != rows:
+            raise InputError(path, f"{name} has shape {np.shape(fields[name])}; it needs one value per transition")
+    if next_observations is not None and np.shape(next_observations)[1:] != np.shape(observations)[1:]:
+        raise InputError(path, f"next_observations have shape {np.shape(next_observations)[1:]} per row, "
+                               f"observations {np.shape(observations)[1:]}")
     rewards = np.asarray(rewards).reshape(rows)
-    terminals = np.asarray(terminals).astype(bool).reshape(rows)
-    timeouts = np.asarray(timeouts).astype(bool).reshape(rows)
+    terminals = np.asarray(terminals).reshape(rows)
+    timeouts = np.asarray(timeouts).reshape(rows)
     ends = np.flatnonzero(terminals | timeouts)
     if episode_starts is not None:
         ends = np.union1d(ends, episode_starts[1:] - 1)
     if len(ends) == 0 or ends[-1] != rows - 1:
         ends = np.append(ends, rows - 1)
     starts = np.concatenate([[0], ends[:-1] + 1])
-    if episode_seeds is not None and len(episode_seeds) != len(starts):
-        raise InputError(path, f"reset_seeds has {len(episode_seeds)} entries for {len(starts)} episodes")
+    if episode_seeds is not None and np.shape(episode_seeds) != (len(starts),):
+        raise InputError(path, f"reset_seeds has shape {np.shape(episode_seeds)}; it needs one seed for each "
+                               f"of the {len(starts)} episodes")
 
     episodes, dropped_rows = [], 0
     for index, (start, stop) in enumerate(zip(starts, ends + 1)):
@@ -280,6 +294,16 @@ def _gather_columns(table, prefix: str, path: Path, required: bool) -> np.ndarra
         raise InputError(path, f"columns {prefix}_* are not numbered 0..{len(numbered) - 1}")
     columns = [as_reals(table.column(name).to_numpy(zero_copy_only=False), name, path) for _, name in numbered]
     return np.stack(columns, axis=1)
+
+
+def _episode_ids(values: np.ndarray, column: str, path: Path) -> np.ndarray:
+    """Episode ids that sort: any one kind of value, none missing (text if the kinds are mixed)."""
+    if values.dtype.kind in "biuU":
+        return values
+    missing = np.asarray([v is None or (isinstance(v, float) and np.isnan(v)) for v in values])
+    if missing.any():
+        raise InputError(path, f"{column} row {int(np.flatnonzero(missing)[0])} is empty; every row needs an episode id")
+    return values.astype(str) if values.dtype.kind == "O" else values
 
 
 def _bool_column(table, name: str, path: Path) -> np.ndarray:

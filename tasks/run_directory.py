@@ -132,11 +132,24 @@ class RunDirectory:
         writer.flush()
 
     def metrics(self) -> list[dict[str, float]]:
-        """Every line of metrics.jsonl so far."""
+        """Every line of metrics.jsonl so far; a last line cut short by a kill is dropped."""
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        text = path.read_text()
+        lines = text.splitlines()
+        if lines and not text.endswith("\n"):
+            lines = lines[:-1]  # the process was killed while writing it
+        metrics = []
+        for number, line in enumerate(lines, 1):
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                entry = None
+            if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
+                raise InputError(path, f"line {number} is damaged (expected a JSON object with an integer step)")
+            metrics.append(entry)
+        return metrics
 
     def truncate_metrics(self, after_step: int) -> None:
         """Drop lines logged after ``after_step``: a resumed run logs them again."""

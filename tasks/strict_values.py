@@ -82,7 +82,7 @@ def _refuse_first(array: np.ndarray, valid: np.ndarray, field: str, path, proble
     if valid.all():
         return
     index = np.unravel_index(int(np.flatnonzero(~valid.reshape(-1))[0]), valid.shape)
-    where = f"row {index[0]}" + (f", column {index[1]}" if len(index) > 1 else "")
+    where = (f"row {index[0]}" if index else "value") + (f", column {index[1]}" if len(index) > 1 else "")
     value = array[index]
     shown = repr(value.item() if hasattr(value, "item") else value)
     raise InputError(path, f"{field} {where}: {shown[:40]} {problem}")

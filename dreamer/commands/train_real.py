@@ -40,12 +40,18 @@ def default_algorithm(task) -> str:
     return "ppo" if hasattr(task.action_space, "n") else "sac"
 
 
+def chosen_algorithm(task, algo: str | None) -> str:
+    """``algo``, or the task's default; an InputError if it cannot act in the task."""
+    algo = algo or default_algorithm(task)
+    if algo == "sac" and hasattr(task.action_space, "n"):
+        raise InputError(task.name, "has discrete actions; SAC needs continuous ones (use --algo ppo)")
+    return algo
+
+
 def run(config: TrainRealConfig) -> tuple[dict, str]:
     started = time.perf_counter()
     task = get_task(config.task)
-    algo = config.algo or default_algorithm(task)
-    if algo == "sac" and hasattr(task.action_space, "n"):
-        raise InputError(task.name, "has discrete actions; SAC needs continuous ones (use --algo ppo)")
+    algo = chosen_algorithm(task, config.algo)
     observation_size = int(np.prod(task.observation_space.shape))
     if algo == "sac":
         learner, num_envs = SAC(observation_size, task.action_space, config.sac, config.steps, config.seed), 1

@@ -169,3 +169,27 @@ def test_an_unexpected_error_is_one_line_with_exit_status_1(capsys):
 def test_an_operating_system_error_names_its_path(capsys):
     assert report_error(PermissionError(13, "Permission denied", "/data/traces")) == 2
     assert capsys.readouterr().err == "dreamer: error: /data/traces: permission denied\n"
+
+
+def test_a_metrics_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
+    out = tmp_path / "run"
+    with RunDirectory(out, tiny_config(out)) as run:
+        run.log(1, {"loss": 1.0})
+        run.log(2, {"loss": 0.5})
+    metrics = out / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"step": 3, "lo')
+    with RunDirectory(out, tiny_config(out), resume=True) as run:
+        assert [line["step"] for line in run.metrics()] == [1, 2]
+        run.truncate_metrics(2)
+    assert metrics.read_text().endswith('"loss": 0.5}\n')
+
+
+def test_a_damaged_metrics_line_is_named(tmp_path):
+    out = tmp_path / "run"
+    with RunDirectory(out, tiny_config(out)) as run:
+        run.log(1, {"loss": 1.0})
+    metrics = out / "metrics.jsonl"
+    metrics.write_text("garbage\n" + metrics.read_text())
+    with RunDirectory(out, tiny_config(out), resume=True) as run:
+        with pytest.raises(InputError, match="line 1 is damaged"):
+            run.metrics()
