@@ -27,6 +27,7 @@ import optax
 from flax import nnx
 
 from dreamer.imagination import imagine
+from dreamer.dream_losses import critic_loss, halt, pathwise_objective, policy_log_probs, score_function_objective
 from dreamer.returns import lambda_returns, normalise_by_scale, trajectory_weights, update_return_scale
 from policies.distributions import categorical_entropy
 from policies.networks import Actor, Critic, NetworkConfig
@@ -52,7 +53,10 @@ class DreamConfig:
             deep in tanh's flat tails passes almost no gradient back from the dynamics,
             so an actor that slams into a bound early would stay there for good.
         uncertainty_penalty: MOPO's lambda: imagined reward minus this times disagreement.
-        halt_threshold: end a dream where disagreement exceeds this (0 disables).
+        halt_threshold: a step whose disagreement exceeds this sends the dream to MOReL's
+            absorbing HALT state (0 disables); see `dreamer.dream_losses.halt`.
+        halt_reward: the reward of every step from the halting one on; `dreamer dream`
+            sets it to the lowest reward in the training episodes.
         updates_per_call: updates fused into one jitted call.
         network: actor and critic sizes.
     """
@@ -70,6 +74,7 @@ class DreamConfig:
     saturation_penalty: float = option(1.0, min=0)
     uncertainty_penalty: float = option(0.0, min=0)
     halt_threshold: float = option(0.0, min=0)
+    halt_reward: float = 0.0
     updates_per_call: int = option(100, min=1)
     network: NetworkConfig = option(NetworkConfig())
 
@@ -149,28 +154,26 @@ def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: 
         needs_uncertainty = config.uncertainty_penalty > 0 or config.halt_threshold > 0
         return imagine(world_model, policy, first, config.horizon, dream_key, with_uncertainty=needs_uncertainty)
 
-    def shaped(dream):
-        """Rewards with the disagreement penalty, continues with halting applied."""
-        rewards = dream.rewards - config.uncertainty_penalty * dream.uncertainties
-        continues = dream.continues
-        if config.halt_threshold > 0:
-            continues = continues * (dream.uncertainties <= config.halt_threshold)
-        return rewards, continues
-
     def actor_loss(actor_params, actor_rest, state: DreamState, world_model, starts, key):
         actor_module = nnx.merge(actor_graph, actor_params, actor_rest)
         target_critic = nnx.merge(critic_graph, state.target_critic)
         dream = imagine_from(actor_module, world_model, starts, key)
-        rewards, continues = shaped(dream)
-        values = target_critic(dream.features)
+        penalised = dream.rewards - config.uncertainty_penalty * dream.uncertainties
+        halted = halt(penalised, dream.continues, target_critic(dream.features), dream.uncertainties,
+                      config.halt_threshold, config.halt_reward, config.gamma)
+        rewards, continues, values = halted.rewards, halted.continues, halted.values
         returns = lambda_returns(rewards, continues, values, config.gamma, config.lambda_)
-        weights = jax.lax.stop_gradient(trajectory_weights(continues, config.gamma))
+        # Steps that start in HALT teach nothing: the policy does not act there.
+        weights = jax.lax.stop_gradient(trajectory_weights(continues, config.gamma) * halted.active)
         return_scale = update_return_scale(state.return_scale, jax.lax.stop_gradient(returns))
         if use_dynamics_gradient:
-            objective = normalise_by_scale(returns, return_scale)
+            objective = pathwise_objective(returns, return_scale)
         else:
-            advantage = jax.lax.stop_gradient(normalise_by_scale(returns - values[:-1], return_scale))
-            objective = dream.log_probs * advantage
+            advantage = normalise_by_scale(returns - values[:-1], return_scale)
+            log_probs = policy_log_probs(actor_module, dream.features[:-1], dream.actions)
+            objective = score_function_objective(log_probs, advantage)
+        # The entropy bonus uses the sample's own (reparameterised) log-density: its
+        # gradient is the pathwise estimate of the entropy's gradient.
         entropy = -dream.log_probs if not discrete else _categorical_entropy(actor_module, dream.features[:-1])
         loss = -jnp.mean(weights * (objective + config.entropy * entropy))
         if not discrete:
@@ -180,10 +183,9 @@ def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: 
         aux = (jax.lax.stop_gradient(dream), jax.lax.stop_gradient(returns), weights, return_scale, rewards)
         return loss, aux
 
-    def critic_loss(critic_params, critic_rest, features, returns, weights):
+    def critic_objective(critic_params, critic_rest, features, returns, weights):
         critic_module = nnx.merge(critic_graph, critic_params, critic_rest)
-        predictions = critic_module(features[:-1])
-        return jnp.mean(weights * 0.5 * (predictions - returns) ** 2)
+        return critic_loss(critic_module(features[:-1]), returns, weights)
 
     def update(carry, key):
         state, world_model_state, starts = carry
@@ -196,13 +198,11 @@ def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: 
         actor_params = optax.apply_updates(actor_params, actor_updates)
 
         critic_params, critic_rest = _split_params(state.critic)
-        loss_c, critic_grads = jax.value_and_grad(critic_loss)(critic_params, critic_rest, dream.features, returns, weights)
+        loss_c, critic_grads = jax.value_and_grad(critic_objective)(critic_params, critic_rest, dream.features, returns, weights)
         critic_updates, critic_opt = critic_optimizer.update(critic_grads, state.critic_opt, critic_params)
         critic_params = optax.apply_updates(critic_params, critic_updates)
         critic_full = _merge_params(critic_params, critic_rest)
-        target = jax.tree.map(
-            lambda t, c: (1.0 - config.target_rate) * t + config.target_rate * c, state.target_critic, critic_full
-        )
+        target = optax.incremental_update(critic_full, state.target_critic, config.target_rate)
         new_state = DreamState(
             actor=_merge_params(actor_params, actor_rest),
             critic=critic_full,

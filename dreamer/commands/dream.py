@@ -60,7 +60,8 @@ def run(config: DreamCommandConfig) -> tuple[dict, str]:
     observations = train.acted_observations()
 
     halt = _halt_threshold(model, train, config.halt_multiple)
-    dream_config = dataclasses.replace(config.dream, halt_threshold=halt)
+    # HALT earns the lowest reward seen in training, so a halted dream is never worth more.
+    dream_config = dataclasses.replace(config.dream, halt_threshold=halt, halt_reward=float(np.min(train.rewards)))
     policy = PolicyInDreams(model, task, observations, dream_config, config.seed)
     with RunDirectory(config.out, config, resume=config.resume) as run_dir:
         manager = run_dir.checkpoint_manager("dream")
