@@ -4,9 +4,9 @@ The dream arm is the online loop (`dreamer run`); the real arm is a baseline tra
 the real environment (`dreamer train-real`) with ten or more times the real steps, so
 its curve shows where it crosses the threshold; an optional offline arm fits a world
 model on a fixed trace file and trains purely in its dreams (`dreamer fit`, `dreamer
-dream`), its real experience being the file's steps. Both are measured the same way: the
-deterministic policy on the same fresh reset seeds, after every round or every
-``eval_every`` real steps. The dream arm's first seed is also replayed on held-out real
+dream`), its real experience being the file's steps. Every arm is measured through one
+protocol (`policies.protocol`): the deterministic policy in force at every grid point
+``k * eval_every``, on the same fresh reset seeds. The dream arm's first seed is also replayed on held-out real
 episodes (next to its world model's prediction), and that model's open-loop error is
 measured on them. Everything lands in ``results.json``, from which `dreamer.report`
 draws ``report.md`` and the plots.
@@ -30,29 +30,32 @@ import jax
 import numpy as np
 
 from dreamer.actor_critic import DreamConfig
-from dreamer.commands import dream, fit, train_real
 from dreamer.heldout import check_replayable, evaluate_on_heldout
-from dreamer.online import RunConfig, run_online, steps_to_threshold
+from dreamer.offline import dream_offline
+from dreamer.online import RunConfig, run_online
 from dreamer.provenance import machine_info, package_versions, source_commit
-from dreamer.report import RESULTS_FORMAT, render_report
+from dreamer.report import RESULTS_FORMAT, arm_summary, render_report
+from policies.baselines import TrainRealConfig, chosen_algorithm, train_baseline
+from policies.protocol import DEFAULT_EVAL_EVERY, on_grid, protocol_summary, random_policy_return
 from policies.real_training import evaluation_episodes
-from policies.saving import load_policy
+from policies.saving import load_policy, save_policy
 from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.json_files import read_json_object
 from tasks.recording import EVALUATION_STREAM, HELDOUT_STREAM, RandomPolicy, record_episodes, reset_seeds
 from tasks.registry import Task, get_task
-from tasks.run_directory import CONFIG_FILE, SUMMARY_FILE, config_to_dict, read_run_config
-from tasks.splits import heldout_episodes
+from tasks.run_directory import CONFIG_FILE, SUMMARY_FILE, RunDirectory, config_to_dict, read_run_config
+from tasks.splits import fitting_episodes, heldout_episodes
 from tasks.traces import read_traces, write_traces
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fidelity import FidelityConfig, fidelity_report
-from worldmodel.fit import FitConfig
-from worldmodel.saving import load
+from worldmodel.fit import FitConfig, fit_world_model
+from worldmodel.saving import build_model_for_spaces, load, save_model
 
 # Real-step budgets per task: the dream arm's, and the real arm's (at least ten times as
 # many, enough for the baseline to cross the threshold).
-DREAM_STEPS = {"pendulum": 1000, "cartpole": 1500}
+# Long enough that a crossing can be seen to hold (5 later grid points, twice the steps).
+DREAM_STEPS = {"pendulum": 2000, "cartpole": 3000}
 REAL_STEPS = {"pendulum": 20000, "cartpole": 100000}
 MIN_BUDGET_RATIO = 10
 
@@ -72,8 +75,8 @@ class CompareConfig:
     task: str = option(help="task name or gym:ENV_ID")
     out: str | None = option(None, help="report folder (default: reports/TASK)")
     seeds: int = option(3, min=1, help="seeds per arm: --seed, --seed + 1, ...")
-    dream_steps: int | None = option(None, min=1, help="real steps of the dream-trained arm (default: 1000 for pendulum, "
-                                                "1500 for cartpole, 3000 otherwise)")
+    dream_steps: int | None = option(None, min=1, help="real steps of the dream-trained arm (default: 2000 for pendulum, "
+                                                "3000 for cartpole, 3000 otherwise)")
     real_steps: int | None = option(None, min=1, help="real steps of the real-trained arm, at least 10x --dream-steps "
                                                "(default: 20000 for pendulum, 100000 for cartpole, and at least 10x)")
     algo: Literal["ppo", "sac"] | None = option(None, help="real-trained algorithm: ppo or sac (default: sac for continuous actions, "
@@ -85,7 +88,7 @@ class CompareConfig:
                                                    "on it and train a policy purely in its dreams")
     offline: OfflineArmConfig = option(OfflineArmConfig(), help="the offline arm's settings")
     eval_episodes: int = option(10, min=1, help="evaluation episodes on fresh seeds, for every arm")
-    eval_every: int = option(1000, min=1, help="real steps between the real arm's evaluations")
+    eval_every: int = option(DEFAULT_EVAL_EVERY, min=1, help="the evaluation grid's spacing in real steps, for every arm")
     seed: int = option(0, help="first seed")
 
     @property
@@ -107,7 +110,7 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
     if config.real_budget < MIN_BUDGET_RATIO * config.dream_budget:
         raise InputError("--real-steps", f"the real-trained arm needs at least {MIN_BUDGET_RATIO}x the dream arm's "
                                          f"{config.dream_budget} real steps, got {config.real_budget}")
-    algo = train_real.chosen_algorithm(task, config.algo)
+    algo = chosen_algorithm(task, config.algo)
     if config.offline_traces:  # read now, so a bad file stops the comparison before any arm runs
         read_traces(config.offline_traces, task=task)
     commit, dirty = source_commit()  # the code as it was when the runs started
@@ -148,8 +151,7 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
         "machine": machine_info(),
         "seeds": seeds,
         "config": config_to_dict(config),
-        "evaluation": {"episodes": config.eval_episodes, "policy": "deterministic", "dream_every": "round",
-                       "real_every": config.eval_every},
+        "evaluation": {"episodes": config.eval_episodes, "policy": "deterministic", "every": config.eval_every},
         "arms": [
             {"name": "dream", "label": "dream-trained (online loop)", "algorithm": "dreamer run",
              "budget_real_steps": config.dream_budget, "runs": dream_runs},
@@ -165,6 +167,8 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
             "name": "offline", "label": "dream-trained (offline, fixed traces)", "algorithm": "dreamer fit + dream",
             "budget_real_steps": offline_runs[0]["real_steps"], "runs": offline_runs,
         })
+    for arm in results["arms"]:
+        arm["summary"] = arm_summary(arm, task.reward_threshold, config.eval_every)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     render_report(results, out)
     return results
@@ -228,7 +232,7 @@ def _heldout_set(config: CompareConfig, task: Task, out: Path):
 
 def _dream_run(config: CompareConfig, seed: int, run_dir: Path) -> dict:
     run_config = RunConfig(task=config.task, out=str(run_dir), real_steps=config.dream_budget,
-                           eval_episodes=config.eval_episodes, seed=seed)
+                           eval_episodes=config.eval_episodes, eval_every=config.eval_every, seed=seed)
     summary = _finished(run_dir, run_config)
     if summary is None:
         resume = (run_dir / CONFIG_FILE).exists()
@@ -237,40 +241,58 @@ def _dream_run(config: CompareConfig, seed: int, run_dir: Path) -> dict:
 
 
 def _real_run(config: CompareConfig, algo: str, seed: int, run_dir: Path) -> dict:
-    run_config = train_real.TrainRealConfig(task=config.task, out=str(run_dir), algo=algo, steps=config.real_budget,
-                                            eval_every=config.eval_every, eval_episodes=config.eval_episodes, seed=seed)
+    run_config = TrainRealConfig(task=config.task, out=str(run_dir), algo=algo, steps=config.real_budget,
+                                 eval_every=config.eval_every, eval_episodes=config.eval_episodes, seed=seed)
     summary = _finished(run_dir, run_config)
     if summary is None:  # a real-trained run that was cut short starts over (train-real clears it)
-        summary, _ = train_real.run(run_config)
+        summary = train_baseline(run_config)
     return _run_record(seed, run_dir, summary)
+
+
+@config
+class OfflineRunConfig:
+    """What one seed of the offline arm was run with (its run directory's config)."""
+
+    traces: str = option(help="the fixed trace file")
+    offline: OfflineArmConfig = option(OfflineArmConfig())
+    eval_every: int = option(DEFAULT_EVAL_EVERY, min=1)
+    eval_episodes: int = option(10, min=1)
+    seed: int = option(0)
 
 
 def _offline_run(config: CompareConfig, task: Task, seed: int, run_dir: Path) -> dict:
     """Fit on the fixed traces, dream, and evaluate once: its real experience is the file's."""
-    model_config = fit.FitCommandConfig(traces=config.offline_traces, out=str(run_dir / "world-model"),
-                                        ensemble=config.offline.ensemble, fit=config.offline.fit, seed=seed)
-    dream_config = dream.DreamCommandConfig(world_model=model_config.out, out=str(run_dir / "policy"),
-                                            dream=config.offline.dream, updates=config.offline.updates, seed=seed)
-    summary = _finished(Path(dream_config.out), dream_config)
-    if summary is None or "evaluations" not in summary:
+    run_config = OfflineRunConfig(traces=config.offline_traces, offline=config.offline, eval_every=config.eval_every,
+                                  eval_episodes=config.eval_episodes, seed=seed)
+    summary = _finished(run_dir, run_config)
+    if summary is None:  # a cut-short offline run is pending, and starts over
         started = time.perf_counter()
-        if run_dir.exists():  # an offline arm that was cut short starts over
-            shutil.rmtree(run_dir)
-        fit.run(model_config)
-        dream.run(dream_config)
-        actor, _, _ = load_policy(dream_config.out)
-        returns = evaluation_episodes(task, actor, reset_seeds(seed, config.eval_episodes, EVALUATION_STREAM)).returns()
-        real_steps = read_traces(config.offline_traces, task=task).episodes.num_steps
-        evaluations = [{"real_steps": real_steps, "mean_return": float(returns.mean())}]
-        summary = {
-            "real_steps": real_steps,
-            "wall_seconds": time.perf_counter() - started,
-            "final_mean_return": float(returns.mean()),
-            "steps_to_threshold": steps_to_threshold(evaluations, task.reward_threshold),
-            "evaluations": evaluations,
-        }
-        (Path(dream_config.out) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-    return _run_record(seed, Path(dream_config.out), summary)
+        traces = read_traces(config.offline_traces, task=task)
+        train, validation = fitting_episodes(traces.episodes, split_seed=0)
+        if train is None:
+            raise InputError(config.offline_traces, "has no training episodes (record more episodes)")
+        with RunDirectory(run_dir, run_config, resumable=False) as run:
+            model = build_model_for_spaces("ensemble", task.observation_space, task.action_space,
+                                           config.offline.ensemble, seed=seed)
+            fit_world_model(model, train, validation, config.offline.fit, seed=seed, run=run, progress=False)
+            save_model(run_dir, model, {"task": task.name, "traces": str(Path(config.offline_traces).absolute()),
+                                        "split_seed": 0})
+            policy, _ = dream_offline(model, task, train, config.offline.dream, config.offline.updates, seed, run=run)
+            save_policy(run_dir, policy.actor, task, {"trained_by": "dreamer compare (offline arm)"})
+            evaluation_seeds = reset_seeds(seed, config.eval_episodes, EVALUATION_STREAM)
+            final = float(evaluation_episodes(task, policy.actor, evaluation_seeds).returns().mean())
+            # Its only policy is in force from the file's last step: the grid is random before that.
+            random_return, _ = random_policy_return(task, evaluation_seeds, seed)
+            real_steps = traces.episodes.num_steps
+            evaluations = on_grid([{"real_steps": real_steps, "mean_return": final}], real_steps, config.eval_every,
+                                  random_return)
+            summary = {
+                "real_steps": real_steps,
+                "wall_seconds": time.perf_counter() - started,
+                **protocol_summary(evaluations, final, task.reward_threshold),
+            }
+            run.write_summary(summary)
+    return _run_record(seed, run_dir, summary)
 
 
 def _finished(run_dir: Path, run_config) -> dict | None:
@@ -294,6 +316,7 @@ def _run_record(seed: int, run_dir: Path, summary: dict) -> dict:
         "wall_seconds": summary["wall_seconds"],
         "final_mean_return": summary["final_mean_return"],
         "steps_to_threshold": summary["steps_to_threshold"],
+        "lost_after_reaching": summary.get("lost_after_reaching", False),
         "evaluations": [{"real_steps": e["real_steps"], "mean_return": e["mean_return"]} for e in summary["evaluations"]],
     }
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from dreamer.actor_critic import DreamConfig
 from dreamer.dreaming import PolicyInDreams
 from policies.acting import ActorPolicy
+from policies.protocol import DEFAULT_EVAL_EVERY, on_grid, protocol_summary, random_policy_return
 from policies.saving import save_policy
 from tasks.config import config, option
 from tasks.errors import InputError
@@ -41,7 +42,7 @@ from tasks.splits import SplitFractions, fitting_episodes
 from tasks.traces import append_traces, keep_first_episodes, write_traces
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig, fit_world_model
-from worldmodel.saving import build_model, save_model
+from worldmodel.saving import build_model_for_spaces, save_model
 
 
 DEFAULT_RANDOM_STEPS = {"pendulum": 400}
@@ -56,6 +57,7 @@ class RunConfig:
                                                  "(default: 400 for pendulum, 200 otherwise)")
     steps_per_round: int = option(200, min=1, help="each later round deploys the policy for at least this many steps")
     eval_episodes: int = option(10, min=1, help="deterministic evaluation episodes on fresh seeds after each round")
+    eval_every: int = option(DEFAULT_EVAL_EVERY, min=1, help="the evaluation grid's spacing in real steps")
     explore: str = option("sample", help="how the deployed policy explores: 'sample' from the actor, or 'noisy:SIGMA'")
     ensemble: EnsembleConfig = option(EnsembleConfig(hidden_size=128, hidden_layers=3), help="world model settings")
     fit: FitConfig = option(FitConfig(max_updates=1000, updates_per_call=250, patience=2), help="refit per round")
@@ -111,7 +113,7 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
     manager = run.checkpoint_manager("online")
     key = jax.random.key(config.seed)
     evaluation_seeds = reset_seeds(config.seed, config.eval_episodes, EVALUATION_STREAM)
-    state = {"round": 0, "real_steps": 0, "eval_steps": 0, "episodes": 0, "evaluations": []}
+    state = {"round": 0, "real_steps": 0, "eval_steps": 0, "episodes": 0, "policies": [], "random_return": 0.0}
     model = policy = None
 
     if config.resume:
@@ -121,7 +123,7 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
             restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
             state = dict(restored["progress"])
             episodes = keep_first_episodes(traces_path, state["episodes"])
-            model = build_model("ensemble", task.observation_space.shape, *_action_spec(task), config.ensemble, seed=config.seed)
+            model = build_model_for_spaces("ensemble", task.observation_space, task.action_space, config.ensemble, seed=config.seed)
             policy = PolicyInDreams(model, task, episodes.acted_observations(), config.dream, config.seed)
             model_state = nnx.state(model)
             restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
@@ -133,6 +135,8 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
             policy.restore(restored["dream"])
         run.truncate_metrics(state["real_steps"])
 
+    if state["round"] == 0:  # the grid's value until the first policy exists
+        state["random_return"], state["eval_steps"] = random_policy_return(task, evaluation_seeds, config.seed)
     bar = tqdm(total=config.real_steps, initial=state["real_steps"], unit="step", desc=f"run {task.name}",
                disable=not progress, file=sys.stderr)
     try:
@@ -160,7 +164,7 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
             if train is None:
                 raise InputError(config.out, "no episode landed in the training split; lower the held-out fraction")
             if model is None:
-                model = build_model("ensemble", task.observation_space.shape, *_action_spec(task), config.ensemble, seed=config.seed)
+                model = build_model_for_spaces("ensemble", task.observation_space, task.action_space, config.ensemble, seed=config.seed)
             fit = fit_world_model(model, train, validation, config.fit, seed=config.seed + round_index, progress=False)
             observations = train.acted_observations()
             if policy is None:
@@ -173,7 +177,8 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
             )
             state["eval_steps"] += evaluation.num_steps
             returns = evaluation.returns()
-            state["evaluations"].append({"real_steps": state["real_steps"], "mean_return": float(returns.mean())})
+            # In force from here until the next round ends: the protocol's grid reads it.
+            state["policies"].append({"real_steps": state["real_steps"], "mean_return": float(returns.mean())})
             state["round"] = round_index + 1
             state["episodes"] = episodes.num_episodes
             metrics = {
@@ -203,23 +208,23 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
         manager.close()
 
     save_policy(config.out, policy.actor, task, {"trained_by": "dreamer run"})
-    summary = summarise(state, task.reward_threshold, time.perf_counter() - started)
+    summary = summarise(state, config, task.reward_threshold, time.perf_counter() - started)
     run.write_summary(summary)
     return summary
 
 
-def summarise(state: dict, threshold: float | None, wall_seconds: float) -> dict:
-    """The run's figures: budget used, final return, and when the threshold was reached."""
-    evaluations = state["evaluations"]
+def summarise(state: dict, config: RunConfig, threshold: float | None, wall_seconds: float) -> dict:
+    """The run's figures through the evaluation protocol: budget used, final return, and
+    from when the threshold held."""
+    policies = state["policies"]
+    evaluations = on_grid(policies, config.real_steps, config.eval_every, state["random_return"])
+    final = policies[-1]["mean_return"] if policies else state["random_return"]
     return {
         "real_steps": state["real_steps"],
         "eval_steps": state["eval_steps"],
         "wall_seconds": wall_seconds,
         "rounds": state["round"],
-        "final_mean_return": evaluations[-1]["mean_return"] if evaluations else None,
-        "reward_threshold": threshold,
-        "steps_to_threshold": steps_to_threshold(evaluations, threshold),
-        "evaluations": evaluations,
+        **protocol_summary(evaluations, final, threshold),
     }
 
 
@@ -233,26 +238,7 @@ def outcome_text(summary: dict, eval_episodes: int, out: str) -> str:
     )
 
 
-def steps_to_threshold(evaluations: list[dict], threshold: float | None) -> int | None:
-    """The first real-step count from which every later evaluation stays at or above the threshold."""
-    if threshold is None or not evaluations:
-        return None
-    first = None
-    for evaluation in evaluations:
-        if evaluation["mean_return"] >= threshold:
-            first = evaluation["real_steps"] if first is None else first
-        else:
-            first = None
-    return first
-
-
 def _explorer(policy: PolicyInDreams, explore: str) -> ActorPolicy:
     if explore == "sample":
         return ActorPolicy(policy.actor, mode="sample")
     return ActorPolicy(policy.actor, mode="noisy", noise=float(explore.split(":", 1)[1]))
-
-
-def _action_spec(task) -> tuple[int, bool]:
-    space = task.action_space
-    discrete = hasattr(space, "n")
-    return (int(space.n) if discrete else int(np.prod(space.shape))), discrete

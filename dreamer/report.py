@@ -3,19 +3,20 @@
 ``dreamer compare`` runs the arms (dream-trained, real-trained, maybe offline) over
 several seeds and keeps everything it measured in results.json; this module reads only
 that file, so a report can be redrawn, restyled or checked without re-running anything.
-Each arm is summarised over its seeds by medians and ranges, never by a best seed.
+Each arm is summarised over its seeds by the interquartile mean with a bootstrap interval,
+beside every seed's own value, never by a best seed.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 from pathlib import Path
 
 import numpy as np
 
+from dreamer.seed_statistics import iqm_with_interval, probability_of_fewer_with_interval
 from tasks.errors import InputError
 from worldmodel.fidelity import plot_fidelity
 
@@ -54,18 +55,26 @@ def load_results(path: str | os.PathLike) -> dict:
     return results
 
 
-def arm_summary(arm: dict, threshold: float | None) -> dict:
-    """One arm over its seeds: steps to the threshold, final return, wall time, budget.
+def arm_summary(arm: dict, threshold: float | None, eval_every: int | None = None) -> dict:
+    """One arm over its seeds, through the protocol's statistics.
 
-    A run that never held the threshold counts as needing infinitely many steps, so the
-    median is null when half or more of the runs never held it (``reached`` says how
-    many did), ``max`` is null if any run never held it and ``min`` if none did. Without
-    a threshold all step figures are null.
+    Real steps to the threshold: a run that never held it counts as its budget plus one
+    grid step (it would have needed more than it had), and the interquartile mean with
+    its 95% bootstrap interval is given only when at least three quarters of the runs held
+    it (``reached`` says how many did); without a threshold every step figure is null.
+    Final return: the interquartile mean over seeds and its interval. Per-seed values are
+    always kept, and so is whether a run lost the threshold after reaching it.
     """
     runs = arm["runs"]
+    budget = arm.get("budget_real_steps") or 0
     per_seed = [run.get("steps_to_threshold") for run in runs] if threshold is not None else [None] * len(runs)
-    needed = [math.inf if steps is None else steps for steps in per_seed]
+    reached = sum(steps is not None for steps in per_seed)
+    iqm, interval = None, None
+    if threshold is not None and runs and reached >= 0.75 * len(runs):
+        not_reached = budget + (eval_every or 0)
+        iqm, interval = iqm_with_interval([not_reached if steps is None else steps for steps in per_seed])
     final_returns = [run["final_mean_return"] for run in runs if run.get("final_mean_return") is not None]
+    final_iqm, final_interval = iqm_with_interval(final_returns) if final_returns else (None, None)
     wall_seconds = [run["wall_seconds"] for run in runs if run.get("wall_seconds") is not None]
     return {
         "name": arm["name"],
@@ -74,14 +83,14 @@ def arm_summary(arm: dict, threshold: float | None) -> dict:
         "seeds": [run.get("seed") for run in runs],
         "budget_real_steps": arm.get("budget_real_steps"),
         "steps_to_threshold": {
-            "median": _finite(statistics.median(needed)) if needed and threshold is not None else None,
-            "min": _finite(min(needed)) if needed and threshold is not None else None,
-            "max": _finite(max(needed)) if needed and threshold is not None else None,
+            "iqm": iqm,
+            "interval": interval,
             "per_seed": per_seed,
-            "reached": sum(steps is not None for steps in per_seed),
+            "reached": reached,
             "runs": len(runs),
+            "lost_after_reaching": [bool(run.get("lost_after_reaching")) for run in runs],
         },
-        "final_mean_return": _spread(final_returns),
+        "final_mean_return": {"iqm": final_iqm, "interval": final_interval, "per_seed": final_returns},
         "wall_seconds": _spread(wall_seconds),
     }
 
@@ -89,23 +98,43 @@ def arm_summary(arm: dict, threshold: float | None) -> dict:
 def headline(results: dict) -> dict:
     """The fraction of the real-trained arm's real experience the dream-trained arm needed.
 
-    ``fraction_of_real_experience`` is the dream arm's median real steps to the threshold
-    divided by the real arm's; null when the task has no threshold, an arm is missing, or
-    either arm's median never held it. ``statement`` says the same in one sentence.
+    ``fraction_of_real_experience`` is the ratio of the arms' interquartile means of real
+    steps to the threshold; null when the task has no threshold, an arm is missing, or an
+    arm has no IQM (fewer than three quarters of its runs held the threshold).
+    ``probability_dream_needs_fewer`` is P(dream < real) over pairs of seeds (runs that
+    never held it count as their budget plus one grid step), with its bootstrap interval.
+    ``statement`` says it in one sentence.
     """
     threshold = results.get("reward_threshold")
-    arms = {arm["name"]: arm_summary(arm, threshold) for arm in results["arms"]}
+    every = _grid_every(results)
+    arms = {arm["name"]: arm_summary(arm, threshold, every) for arm in results["arms"]}
     dream, real = arms.get("dream"), arms.get("real")
-    dream_steps = dream["steps_to_threshold"]["median"] if dream else None
-    real_steps = real["steps_to_threshold"]["median"] if real else None
+    dream_steps = dream["steps_to_threshold"]["iqm"] if dream else None
+    real_steps = real["steps_to_threshold"]["iqm"] if real else None
     fraction = dream_steps / real_steps if dream_steps is not None and real_steps else None
+    probability, probability_interval = None, None
+    if threshold is not None and dream and real and dream["seeds"] and real["seeds"]:
+        probability, probability_interval = probability_of_fewer_with_interval(
+            _penalised(dream, every), _penalised(real, every))
     return {
         "reward_threshold": threshold,
         "dream_steps_to_threshold": dream_steps,
         "real_steps_to_threshold": real_steps,
         "fraction_of_real_experience": fraction,
-        "statement": _statement(threshold, dream, real, fraction),
+        "probability_dream_needs_fewer": probability,
+        "probability_interval": probability_interval,
+        "statement": _statement(threshold, dream, real, fraction, probability),
     }
+
+
+def _penalised(summary: dict, every: int | None) -> list[float]:
+    not_reached = (summary["budget_real_steps"] or 0) + (every or 0)
+    return [not_reached if steps is None else steps for steps in summary["steps_to_threshold"]["per_seed"]]
+
+
+def _grid_every(results: dict) -> int | None:
+    every = (results.get("evaluation") or {}).get("every")
+    return every if isinstance(every, int) else None
 
 
 def render_report(results: dict, out_dir: str | os.PathLike) -> Path:
@@ -128,7 +157,7 @@ def render_report(results: dict, out_dir: str | os.PathLike) -> Path:
         plot_fidelity(fidelity, out / WORLD_MODEL_ERROR, title)
 
     threshold = results.get("reward_threshold")
-    summaries = [arm_summary(arm, threshold) for arm in results["arms"]]
+    summaries = [arm_summary(arm, threshold, _grid_every(results)) for arm in results["arms"]]
     sections = [
         _title(results),
         f"**Headline.** {headline(results)['statement']}",
@@ -153,7 +182,7 @@ def plot_files(results: dict) -> list[str]:
 
 
 def plot_learning_curves(results: dict, path: str | os.PathLike) -> None:
-    """Real return against real steps per arm: the median over seeds, shaded from min to max.
+    """Real return against real steps per arm: the IQM over seeds, shaded over its 95% interval.
 
     The x axis is logarithmic when the arms' budgets differ tenfold or more, so a dream arm
     of a thousand steps stays visible beside a real arm of tens of thousands.
@@ -166,18 +195,18 @@ def plot_learning_curves(results: dict, path: str | os.PathLike) -> None:
     log_x = len(budgets) > 1 and max(budgets) >= 10 * min(budgets)
     figure, axis = plt.subplots(figsize=(9, 5.5))
     for index, arm in enumerate(arms):
-        steps, median, low, high = _curve_over_seeds(arm["runs"])
+        steps, middle, low, high = _curve_over_seeds(arm["runs"])
         if log_x:
             keep = steps > 0
-            steps, median, low, high = steps[keep], median[keep], low[keep], high[keep]
+            steps, middle, low, high = steps[keep], middle[keep], low[keep], high[keep]
         color = _ARM_COLORS.get(arm["name"], f"C{index + 3}")
         seeds = len([run for run in arm["runs"] if run.get("evaluations")])
         label = f"{arm.get('label', arm['name'])} ({seeds} seed{'s' if seeds != 1 else ''})"
         if len(steps) == 1:  # an arm evaluated at one step count has no band to shade
-            axis.errorbar(steps, median, yerr=[median - low, high - median], color=color, marker="o",
+            axis.errorbar(steps, middle, yerr=[middle - low, high - middle], color=color, marker="o",
                           markersize=6, capsize=5, linewidth=2, label=label)
             continue
-        axis.plot(steps, median, color=color, linewidth=2, marker="o", markersize=3, label=label)
+        axis.plot(steps, middle, color=color, linewidth=2, marker="o", markersize=3, label=label)
         axis.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
     threshold = results.get("reward_threshold")
     if threshold is not None:
@@ -191,7 +220,7 @@ def plot_learning_curves(results: dict, path: str | os.PathLike) -> None:
     axis.set_xlabel("real environment steps" + (" (log scale)" if log_x else ""))
     axis.set_ylabel(f"mean return over {episodes} evaluation episodes" if episodes else "mean evaluation return")
     axis.set_title(f"{_task_name(results)}: real return while learning\n"
-                   "line: median over seeds; shaded: min to max over seeds", fontsize=11)
+                   "line: interquartile mean over seeds; shaded: its 95% bootstrap interval", fontsize=11)
     axis.grid(alpha=0.3)
     axis.legend(loc="best", fontsize=9)
     figure.tight_layout()
@@ -262,7 +291,7 @@ _PLOT_TITLES = {
 
 
 def _curve_over_seeds(runs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Steps, and the median, min and max return over seeds at each of them.
+    """Steps, and the IQM over seeds with its 95% interval at each of them.
 
     Seeds may be evaluated at different step counts (a round ends with an episode), so
     each seed is interpolated between its own evaluations onto every step any seed was
@@ -280,7 +309,12 @@ def _curve_over_seeds(runs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndar
     for row, (run_steps, run_returns) in zip(returns, curves):
         inside = (steps >= run_steps[0]) & (steps <= run_steps[-1])
         row[inside] = np.interp(steps[inside], run_steps, run_returns)
-    return steps, np.nanmedian(returns, axis=0), np.nanmin(returns, axis=0), np.nanmax(returns, axis=0)
+    middle, low, high = (np.full(len(steps), np.nan) for _ in range(3))
+    for column in range(len(steps)):
+        present = returns[:, column][np.isfinite(returns[:, column])]
+        if len(present):
+            middle[column], (low[column], high[column]) = iqm_with_interval(present)
+    return steps, middle, low, high
 
 
 def _padded_range(values: np.ndarray) -> tuple[float, float]:
@@ -295,36 +329,36 @@ def _spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def _finite(value: float) -> float | None:
-    return None if math.isinf(value) else value
-
-
-def _statement(threshold: float | None, dream: dict | None, real: dict | None, fraction: float | None) -> str:
+def _statement(threshold: float | None, dream: dict | None, real: dict | None, fraction: float | None,
+               probability: float | None) -> str:
     if dream is None or real is None:
         return "The results lack a dream-trained or a real-trained arm, so there is no comparison to state."
     if threshold is None:
         return (f"The task has no reward threshold, so no steps-to-threshold comparison; final real return "
-                f"(median over seeds): dream-trained {_number(dream['final_mean_return']['median'])} after "
+                f"(IQM over seeds): dream-trained {_number(dream['final_mean_return']['iqm'])} after "
                 f"{_steps(dream['budget_real_steps'])} real steps, real-trained "
-                f"{_number(real['final_mean_return']['median'])} after {_steps(real['budget_real_steps'])}.")
+                f"{_number(real['final_mean_return']['iqm'])} after {_steps(real['budget_real_steps'])}.")
     held = f"held the return threshold ({threshold:g})"
     dream_part = f"The dream-trained arm {held} {_reached_text(dream)}"
+    odds = (f" In {probability:.0%} of pairs of seeds the dream-trained run needed fewer real steps."
+            if probability is not None else "")
     if fraction is not None:
-        real_steps = _steps(real["steps_to_threshold"]["median"])
-        return f"{dream_part}, {_fraction(fraction)} the real-trained arm's {real_steps}."
-    return f"{dream_part}; the real-trained arm {_reached_text(real)}, so no fraction can be given."
+        real_steps = _steps(real["steps_to_threshold"]["iqm"])
+        return f"{dream_part}, {_fraction(fraction)} the real-trained arm's {real_steps}.{odds}"
+    return f"{dream_part}; the real-trained arm {_reached_text(real)}, so no fraction can be given.{odds}"
 
 
 def _reached_text(summary: dict) -> str:
     steps = summary["steps_to_threshold"]
     reached, runs = steps["reached"], steps["runs"]
-    if steps["median"] is None:
+    if steps["iqm"] is None:
         return (f"in only {reached} of {runs} seeds within its {_steps(summary['budget_real_steps'])}-step budget "
-                f"(median: never)")
+                f"(too few for an IQM)")
     if runs == 1:
-        return f"after {_steps(steps['median'])} real steps (one seed)"
-    seeds = f"median over {runs} seeds" + ("" if reached == runs else f", {reached} of which held it")
-    return f"after {_steps(steps['median'])} real steps ({seeds})"
+        return f"after {_steps(steps['iqm'])} real steps (one seed)"
+    seeds = f"IQM over {runs} seeds, 95% interval {_interval(steps['interval'], _steps)}"
+    seeds += "" if reached == runs else f"; {reached} of them held it"
+    return f"after {_steps(steps['iqm'])} real steps ({seeds})"
 
 
 def _fraction(fraction: float) -> str:
@@ -351,8 +385,8 @@ def _arms_section(results: dict, summaries: list[dict]) -> str:
     threshold = results.get("reward_threshold")
     lines = ["## Arms", "", _protocol(results, threshold), ""]
     lines += _table(
-        ["arm", "algorithm", "seeds", "real-step budget", "real steps to threshold: median (per seed)",
-         "final real return: median (min to max)", "wall-clock per run: median"],
+        ["arm", "algorithm", "seeds", "real-step budget", "real steps to threshold: IQM [95% interval] (per seed)",
+         "final real return: IQM [95% interval]", "wall-clock per run: median"],
         [[s["label"], s["algorithm"] or "-", ", ".join(str(seed) for seed in s["seeds"]),
           _steps(s["budget_real_steps"]), _steps_cell(s, threshold), _return_cell(s["final_mean_return"]),
           _duration(s["wall_seconds"]["median"])] for s in summaries],
@@ -369,15 +403,18 @@ def _protocol(results: dict, threshold: float | None) -> str:
         acting = f", the policy acting {_ACTING.get(policy, policy)}" if policy else ""
         parts.append(f"Real return is the mean over {evaluation['episodes']} evaluation episodes "
                      f"from fresh reset seeds{acting}.")
-    schedule = [f"the {key.removesuffix('_every')} arm every {_every(value)}"
-                for key, value in evaluation.items() if key.endswith("_every") and value is not None]
-    if schedule:
-        parts.append("Evaluated " + ", ".join(schedule) + ".")
+    if evaluation.get("every"):
+        parts.append(f"Every arm is evaluated on one grid, every {_every(evaluation['every'])} up to its budget, "
+                     "each point with the policy in force there (the random policy before the first one).")
     if threshold is None:
         parts.append("The task has no reward threshold.")
     else:
-        parts.append(f"Threshold: mean return {threshold:g}; a run's steps to threshold is the first real-step count "
-                     "from which every later evaluation stays at or above it (never: it did not hold it).")
+        parts.append(f"Threshold: mean return {threshold:g}; a run's steps to threshold is the first grid point from "
+                     "which every later evaluation stays at or above it, with at least 5 later evaluations and the "
+                     "run going on to at least twice as many steps (never: it did not). A run that never held it "
+                     "counts as its budget plus one grid step; an IQM is given when three quarters of the runs "
+                     "held it. Intervals are 95% percentile bootstraps over seeds. A dagger (†) marks a run that "
+                     "lost the threshold after reaching it.")
     return " ".join(parts)
 
 
@@ -390,15 +427,17 @@ def _steps_cell(summary: dict, threshold: float | None) -> str:
     if threshold is None:
         return "n/a"
     steps = summary["steps_to_threshold"]
-    per_seed = ", ".join("never" if value is None else _steps(value) for value in steps["per_seed"])
-    median = "never" if steps["median"] is None else _steps(steps["median"])
-    return f"{median} ({per_seed})"
+    per_seed = ", ".join(("never" if value is None else _steps(value)) + ("†" if lost else "")
+                         for value, lost in zip(steps["per_seed"], steps["lost_after_reaching"]))
+    if steps["iqm"] is None:
+        return f"- ({per_seed})"
+    return f"{_steps(steps['iqm'])} [{_interval(steps['interval'], _steps)}] ({per_seed})"
 
 
-def _return_cell(spread: dict) -> str:
-    if spread["median"] is None:
+def _return_cell(summary: dict) -> str:
+    if summary["iqm"] is None:
         return "-"
-    return f"{_number(spread['median'])} ({_number(spread['min'])} to {_number(spread['max'])})"
+    return f"{_number(summary['iqm'])} [{_interval(summary['interval'])}]"
 
 
 def _heldout_section(heldout: dict | None) -> str:
@@ -497,9 +536,10 @@ def _task_name(results: dict) -> str:
 
 
 def _steps(value: float | None) -> str:
+    """A count of real steps, to the whole step (an IQM or a bound may fall between two)."""
     if value is None:
         return "-"
-    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
+    return f"{value:,.0f}"
 
 
 def _number(value: float | None) -> str:

@@ -2,8 +2,8 @@
 
 A learner (PPO, SAC) decides how it acts and what one chunk of real transitions
 teaches it; this loop steps the real environments, counts real steps, and measures the
-deterministic policy on fixed fresh reset seeds every ``evaluate_every`` steps, the same
-protocol the dream-trained arm is measured with.
+deterministic policy on fixed fresh reset seeds where the evaluation protocol
+(`policies.protocol`) needs it: the same grid every arm is measured on.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from policies.acting import ActorPolicy
 from policies.networks import Actor
+from policies.protocol import DEFAULT_EVAL_EVERY, covers, on_grid, random_policy_return
 from policies.real_collection import Chunk, VectorCollector, real_vector_env
 from tasks.episodes import Episodes
 from tasks.recording import record_episodes
@@ -43,18 +44,39 @@ def evaluation_episodes(task: Task, actor: Actor, seeds: Sequence[int]) -> Episo
     return record_episodes(task, ActorPolicy(actor), seeds, num_envs=len(seeds), progress=False)
 
 
+class RealTraining(NamedTuple):
+    """What training on the real environment measured, through the evaluation protocol.
+
+    Attributes:
+        evaluations: ``{"real_steps", "mean_return"}`` at every grid point up to the budget.
+        real_steps: real steps learned from (whole chunks, so at least the budget).
+        eval_steps: real steps spent only on evaluation.
+        final_mean_return: the final policy's mean return.
+    """
+
+    evaluations: list[dict]
+    real_steps: int
+    eval_steps: int
+    final_mean_return: float
+
+
 def train_on_real(
     task: Task,
     learner: Learner,
     total_steps: int,
     training_seeds: Sequence[int],
     evaluation_seeds: Sequence[int],
-    evaluate_every: int,
+    eval_every: int = DEFAULT_EVAL_EVERY,
     log: Callable[[int, dict], None] | None = None,
     progress: bool | None = None,
     environments: gym.vector.VectorEnv | None = None,
-) -> list[dict]:
+    seed: int = 0,
+) -> RealTraining:
     """Train ``learner`` for ``total_steps`` steps (rounded up to whole chunks).
+
+    The policy learned from the chunks up to real step ``c`` is in force until the next
+    chunk ends; it is evaluated when a point of the protocol's grid falls in that span
+    (and the final policy always), so every grid point gets the policy in force there.
 
     Args:
         task: the real environment, always the one evaluations run in.
@@ -63,45 +85,43 @@ def train_on_real(
         training_seeds: first reset seed of each training environment (their number is
             the number of environments).
         evaluation_seeds: reset seeds of the evaluation episodes, disjoint from training.
-        evaluate_every: real steps between evaluations; the last chunk is always evaluated.
+        eval_every: the grid's spacing in real steps.
         log: called as ``log(real_steps, metrics)`` after every chunk.
         progress: show a progress bar on stderr (default: when stderr is a terminal).
         environments: where to learn, in ``SAME_STEP`` autoreset mode (default: the
             task's real environments); a dream environment trains a policy in a world
             model while it is still measured in reality.
-
-    Returns:
-        The evaluations: ``{"real_steps", "mean_return", "std_return", "eval_steps"}`` each
-        (``eval_steps``: all evaluation steps so far).
+        seed: seed of the random policy's actions, the grid's value before any learning.
     """
     progress = sys.stderr.isatty() if progress is None else progress
     started = time.perf_counter()
     owned = environments is None  # close only the environments made here
     environments = environments or real_vector_env(task, len(training_seeds))
     collector = VectorCollector(environments, training_seeds)
-    evaluations: list[dict] = []
-    eval_steps = 0  # real steps spent measuring, never learned from
-    next_evaluation = evaluate_every
+    random_return, eval_steps = random_policy_return(task, evaluation_seeds, seed)  # real steps spent measuring
+    changes: list[dict] = []
+    final_return = random_return
     bar = tqdm(total=total_steps, unit="step", desc=f"train-real {task.name}", disable=not progress, file=sys.stderr)
     try:
         while collector.steps < total_steps:
+            before = collector.steps
             chunk = collector.collect(learner.act, learner.steps_per_chunk)
             metrics = learner.learn(chunk)
             bar.update(chunk.rewards.size)
             finished = collector.take_finished_returns()
             if finished:
                 metrics["episode_return"] = float(np.mean(finished))
-            if collector.steps >= next_evaluation or collector.steps >= total_steps:
+            last = collector.steps >= total_steps
+            in_force_until = total_steps + 1 if last else 2 * collector.steps - before  # the next chunk's end
+            if last or covers(collector.steps, in_force_until, eval_every):
                 episodes = evaluation_episodes(task, learner.actor, evaluation_seeds)
                 returns = episodes.returns()
                 eval_steps += episodes.num_steps
-                evaluations.append({"real_steps": collector.steps, "mean_return": float(returns.mean()),
-                                    "std_return": float(returns.std()), "eval_steps": eval_steps})
-                metrics["real_return"] = float(returns.mean())
+                final_return = float(returns.mean())
+                changes.append({"real_steps": collector.steps, "mean_return": final_return})
+                metrics["real_return"] = final_return
                 metrics["real_return_std"] = float(returns.std())
                 bar.set_postfix(real_return=f"{returns.mean():.1f}")
-                while next_evaluation <= collector.steps:
-                    next_evaluation += evaluate_every
             metrics["wall_seconds"] = time.perf_counter() - started
             if log is not None:
                 log(collector.steps, metrics)
@@ -109,4 +129,5 @@ def train_on_real(
         bar.close()
         if owned:
             collector.close()
-    return evaluations
+    return RealTraining(on_grid(changes, total_steps, eval_every, random_return), collector.steps, eval_steps,
+                        final_return)

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flax import nnx
 
 from tasks.errors import InputError
@@ -39,6 +40,13 @@ def build_model(
         raise InputError(kind, f"unknown world model (known: {', '.join(MODEL_KINDS)})")
     model_cls, _ = MODEL_KINDS[kind]
     return model_cls(tuple(observation_shape), action_size, discrete_actions, config, nnx.Rngs(seed))
+
+
+def build_model_for_spaces(kind: str, observation_space, action_space, config: Any, seed: int = 0) -> nnx.Module:
+    """A freshly initialised model of ``kind`` for a task's (or a trace file's) spaces."""
+    discrete = hasattr(action_space, "n")
+    action_size = int(action_space.n) if discrete else int(np.prod(action_space.shape))
+    return build_model(kind, observation_space.shape, action_size, discrete, config, seed=seed)
 
 
 def save_model(run_dir: str | Path, model: nnx.Module, provenance: dict[str, Any] | None = None) -> None:

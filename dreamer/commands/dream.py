@@ -1,25 +1,17 @@
 """``dreamer dream``: train a policy purely inside a fitted world model, from fixed traces.
 
-Dreams start from real states of the training split and never touch the real
-environment. Because nothing corrects the model where it is wrong, imagined rewards
-are penalised by the model's disagreement (MOPO) and a dream halts where disagreement
-passes a multiple of the largest disagreement seen on real training transitions
-(MOReL); both are on by default and reported in the metrics.
+A thin shell over `dreamer.offline.dream_offline`: the model's training split is where
+dreams start, the disagreement penalty (MOPO) and halting (MOReL) are on by default, and
+both are reported in the metrics.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import orbax.checkpoint as ocp
-
 from dreamer.actor_critic import DreamConfig
-from dreamer.dreaming import PolicyInDreams
+from dreamer.offline import dream_offline
 from policies.saving import save_policy
 from tasks.config import config, option
 from tasks.errors import InputError
@@ -57,63 +49,17 @@ def run(config: DreamCommandConfig) -> tuple[dict, str]:
     train, _ = fitting_episodes(episodes, split_seed)
     if train is None:
         raise InputError(traces_location, "has no training episodes to start dreams from")
-    observations = train.acted_observations()
-
-    halt = _halt_threshold(model, train, config.halt_multiple)
-    # HALT earns the lowest reward seen in training, so a halted dream is never worth more.
-    dream_config = dataclasses.replace(config.dream, halt_threshold=halt, halt_reward=float(np.min(train.rewards)))
-    policy = PolicyInDreams(model, task, observations, dream_config, config.seed)
     with RunDirectory(config.out, config, resume=config.resume) as run_dir:
-        manager = run_dir.checkpoint_manager("dream")
-        if config.resume:
-            if manager.latest_step() is not None:
-                restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(dream=policy.restore_args()))
-                policy.restore(restored["dream"])
-            # Lines logged after the last checkpoint are logged again as the work is redone.
-            run_dir.truncate_metrics(int(policy.state.updates))
-
-        def log(updates: int, metrics: dict) -> None:
-            run_dir.log(updates, {f"dream/{name}": value for name, value in metrics.items()})
-            run_dir.save(manager, updates, ocp.args.Composite(dream=policy.save_args()))
-
-        key = jax.random.key(config.seed)
-        done = int(policy.state.updates)
-        metrics = {}
-        try:
-            # Each call folds its global index into the key, so a resumed run repeats nothing.
-            while done < config.updates:
-                metrics = policy.train(model, dream_config.updates_per_call, jax.random.fold_in(key, done),
-                                       log=log, progress=sys.stderr.isatty())
-                done = int(policy.state.updates)
-        finally:
-            manager.close()
+        policy, result = dream_offline(model, task, train, config.dream, config.updates, config.seed,
+                                       config.halt_multiple, run=run_dir, resume=config.resume,
+                                       progress=sys.stderr.isatty())
         save_policy(config.out, policy.actor, task, {"trained_by": "dreamer dream", "world_model": str(config.world_model)})
-        summary = {
-            "real_steps": 0,
-            "eval_steps": 0,
-            "wall_seconds": time.perf_counter() - started,
-            "task": task.name,
-            "updates": done,
-            "halt_threshold": halt,
-            "uncertainty_penalty": dream_config.uncertainty_penalty,
-            **{f"final_{name}": value for name, value in metrics.items()},
-        }
+        summary = {"real_steps": 0, "eval_steps": 0, "wall_seconds": time.perf_counter() - started, "task": task.name,
+                   **result}
         run_dir.write_summary(summary)
     text = (
-        f"trained a policy for {done} updates in dreams of {task.name} "
-        f"(penalty {dream_config.uncertainty_penalty}, halt at disagreement {halt:.3g}); "
-        f"dream return {metrics.get('dream_return', float('nan')):.1f}\nwrote {config.out}"
+        f"trained a policy for {result['updates']} updates in dreams of {task.name} "
+        f"(penalty {result['uncertainty_penalty']}, halt at disagreement {result['halt_threshold']:.3g}); "
+        f"dream return {result.get('final_dream_return', float('nan')):.1f}\nwrote {config.out}"
     )
     return summary, text
-
-
-def _halt_threshold(model, train, multiple: float) -> float:
-    """``multiple`` times the largest disagreement on the real training transitions."""
-    if multiple <= 0:
-        return 0.0
-    before, _ = train.transitions()
-    observations = jnp.asarray(train.observations[before], dtype=jnp.float32)
-    disagreement = jax.jit(lambda obs, act: model.uncertainty(model.initial_state(obs), act))(
-        observations, jnp.asarray(train.actions)
-    )
-    return float(multiple * np.max(np.asarray(disagreement)))

@@ -14,7 +14,7 @@ from tasks.splits import fitting_episodes
 from tasks.traces import read_traces
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig, fit_world_model
-from worldmodel.saving import build_model, load, load_spec, save_model
+from worldmodel.saving import build_model_for_spaces, load, load_spec, save_model
 
 
 @config
@@ -44,16 +44,8 @@ def run(config: FitCommandConfig) -> tuple[dict, str]:
         if spec["kind"] != config.model:
             raise InputError(config.warm_start, f"is a {spec['kind']} model, not {config.model}")
     else:
-        action_space = traces.action_space
-        discrete = hasattr(action_space, "n")
-        model = build_model(
-            config.model,
-            traces.observation_space.shape,
-            int(action_space.n) if discrete else int(action_space.shape[0]),
-            discrete,
-            config.ensemble,
-            seed=config.seed,
-        )
+        model = build_model_for_spaces(config.model, traces.observation_space, traces.action_space, config.ensemble,
+                                       seed=config.seed)
     with RunDirectory(config.out, config, resume=config.resume) as run_dir:
         result = fit_world_model(
             model, train, validation, config.fit, seed=config.seed, run=run_dir,

@@ -30,7 +30,7 @@ def test_ppo_trained_in_the_dream_balances_the_real_cartpole(cli, tmp_path):
     before = evaluation_episodes(task, learner.actor, evaluation_seeds).returns().mean()
 
     train_on_real(task, learner, DREAM_STEPS, list(range(config.num_envs)), evaluation_seeds,
-                  evaluate_every=DREAM_STEPS, progress=False, environments=dreams)
+                  eval_every=DREAM_STEPS, progress=False, environments=dreams)
 
     after = evaluation_episodes(task, learner.actor, evaluation_seeds).returns().mean()
     assert before < 100

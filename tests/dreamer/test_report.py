@@ -85,7 +85,7 @@ def make_results() -> dict:
         "packages": {"jax": "0.10.2", "flax": "0.12.8", "gymnasium": "1.2.0"},
         "machine": {"cpu": "AMD EPYC 7B13", "cores": 2, "jax_backend": "cpu", "device": "cpu", "python": "3.11.9"},
         "seeds": [0, 1, 2],
-        "evaluation": {"episodes": 10, "policy": "deterministic", "dream_every": "round", "real_every": 1000},
+        "evaluation": {"episodes": 10, "policy": "deterministic", "every": 200},
         "arms": [
             make_arm("dream", "dream-trained (online loop)", "dreamer run", 1000, dream_steps,
                      [600, 800, 400], [-150.0, -160.0, -140.0], [130.2, 125.0, 141.9]),
@@ -126,12 +126,14 @@ def test_the_report_renders_from_the_saved_results_file(results_file, tmp_path):
 
     assert path == tmp_path / "report" / "report.md"
     dream = table_row(report, "dream-trained (online loop)")
-    assert dream == ["dream-trained (online loop)", "dreamer run", "0, 1, 2", "1,000", "600 (600, 800, 400)",
-                     "-150.0 (-160.0 to -140.0)", "2.2 min"]
+    assert dream[:4] == ["dream-trained (online loop)", "dreamer run", "0, 1, 2", "1,000"]
+    assert dream[4].startswith("600 [") and dream[4].endswith("] (600, 800, 400)")  # three seeds: the IQM is the mean
+    assert dream[5].startswith("-150.0 [") and dream[6] == "2.2 min"
     real = table_row(report, "real-trained (SAC)")
-    assert real[3:6] == ["20,000", "5,000 (4,000, 5,000, 7,000)", "-150.0 (-155.0 to -145.0)"]
-    assert table_row(report, "dream-trained (offline traces)")[4] == "never (never, never, never)"
-    assert "1/8.3 of the real-trained arm's 5,000" in report
+    assert real[3] == "20,000" and real[4].startswith("5,333 [") and real[4].endswith("(4,000, 5,000, 7,000)")
+    assert table_row(report, "dream-trained (offline traces)")[4] == "- (never, never, never)"
+    assert "1/8.9 of the real-trained arm's 5,333" in report
+    assert "In 100% of pairs of seeds the dream-trained run needed fewer real steps." in report
     # held-out summary and per-episode tables
     assert table_row(report, "real return")[1:] == ["-154.5", "-156.3 to -152.7"]
     assert table_row(report, "dream-to-real gap, relative to the mean absolute real return")[1:] == ["0.0356", "0.0241 to 0.0471"]
@@ -152,61 +154,58 @@ def test_the_report_renders_from_the_saved_results_file(results_file, tmp_path):
     assert not list((tmp_path / "report").glob("*.partial"))
 
 
-def test_a_run_that_never_held_the_threshold_counts_as_infinitely_many_steps():
+def test_an_iqm_needs_three_quarters_of_the_runs_to_hold_the_threshold():
     arm = make_arm("dream", "dream", "dreamer run", 1000, [400, 600, 800, 1000],
                    [600, None, 400], [-150.0, -900.0, -140.0], [100.0, 110.0, 120.0])
 
-    summary = arm_summary(arm, THRESHOLD)
-    assert summary["steps_to_threshold"] == {"median": 600, "min": 400, "max": None, "per_seed": [600, None, 400],
-                                             "reached": 2, "runs": 3}
-    assert summary["final_mean_return"] == {"median": -150.0, "min": -900.0, "max": -140.0}
+    summary = arm_summary(arm, THRESHOLD, 200)
+    steps = summary["steps_to_threshold"]
+    assert steps["iqm"] is None and steps["interval"] is None  # 2 of 3 held it
+    assert steps["per_seed"] == [600, None, 400] and (steps["reached"], steps["runs"]) == (2, 3)
+    assert summary["final_mean_return"]["per_seed"] == [-150.0, -900.0, -140.0]
     assert summary["wall_seconds"]["median"] == 110.0
     assert summary["budget_real_steps"] == 1000
 
-    arm["runs"][2]["steps_to_threshold"] = None
-    mostly_never = arm_summary(arm, THRESHOLD)["steps_to_threshold"]
-    assert mostly_never["median"] is None and mostly_never["reached"] == 1
-    assert mostly_never["min"] == 600 and mostly_never["max"] is None
 
-
-def test_an_even_number_of_runs_has_no_median_when_half_never_held_it():
+def test_a_run_that_never_held_it_counts_as_its_budget_plus_one_grid_step():
     arm = make_arm("dream", "dream", "dreamer run", 1000, [400, 600, 800, 1000],
-                   [600, None], [-150.0, -900.0], [1.0, 1.0])
+                   [600, None, 400], [-150.0, -900.0, -140.0], [1.0, 1.0, 1.0])
+    arm["runs"].append(dict(arm["runs"][0], seed=3, steps_to_threshold=800))  # 3 of 4 held it
 
-    assert arm_summary(arm, THRESHOLD)["steps_to_threshold"]["median"] is None
-    arm["runs"][1]["steps_to_threshold"] = 800
-    assert arm_summary(arm, THRESHOLD)["steps_to_threshold"]["median"] == 700
+    steps = arm_summary(arm, THRESHOLD, 200)["steps_to_threshold"]
+    # sorted: 400, 600, 800, 1,200 (never: 1,000 + 200); the middle half is 600 and 800
+    assert steps["iqm"] == pytest.approx(700.0)
+    low, high = steps["interval"]
+    assert 400 <= low <= 700 <= high <= 1200
 
 
 def test_without_a_threshold_no_run_has_steps_to_it():
-    steps = arm_summary(make_results()["arms"][0], None)["steps_to_threshold"]
+    steps = arm_summary(make_results()["arms"][0], None, 200)["steps_to_threshold"]
 
-    assert steps["median"] is None and steps["min"] is None and steps["max"] is None
+    assert steps["iqm"] is None and steps["interval"] is None
     assert steps["reached"] == 0 and steps["per_seed"] == [None, None, None]
 
 
-def test_the_headline_is_the_fraction_of_real_experience_the_dream_arm_needed():
+def test_the_headline_is_the_ratio_of_the_arms_iqms_and_the_probability_of_fewer_steps():
     summary = headline(make_results())
 
-    assert summary["dream_steps_to_threshold"] == 600 and summary["real_steps_to_threshold"] == 5000
-    assert summary["fraction_of_real_experience"] == pytest.approx(600 / 5000)
-    assert summary["statement"] == ("The dream-trained arm held the return threshold (-200) after 600 real steps "
-                                    "(median over 3 seeds), 1/8.3 of the real-trained arm's 5,000.")
+    assert summary["dream_steps_to_threshold"] == pytest.approx(600)
+    assert summary["real_steps_to_threshold"] == pytest.approx(16000 / 3)
+    assert summary["fraction_of_real_experience"] == pytest.approx(600 / (16000 / 3))
+    assert summary["probability_dream_needs_fewer"] == 1.0
+    assert summary["statement"].startswith("The dream-trained arm held the return threshold (-200) after 600 real "
+                                           "steps (IQM over 3 seeds, 95% interval ")
+    assert "1/8.9 of the real-trained arm's 5,333." in summary["statement"]
 
 
-def test_the_headline_says_how_many_seeds_held_it_and_when_dreams_needed_more():
+def test_the_headline_counts_pairs_where_dreams_needed_more():
     results = make_results()
-    results["arms"][0]["runs"][1]["steps_to_threshold"] = None  # seeds: 600, never, 400
-    results["arms"][1]["runs"][0]["steps_to_threshold"] = 300  # seeds: 300, 5,000, 7,000
-
+    results["arms"][1]["runs"][0]["steps_to_threshold"] = 300  # real seeds: 300, 5,000, 7,000
     summary = headline(results)
-    assert summary["fraction_of_real_experience"] == pytest.approx(600 / 5000)
-    assert "(median over 3 seeds, 2 of which held it)" in summary["statement"]
-
-    results["arms"][1]["runs"][1]["steps_to_threshold"] = 400  # seeds: 300, 400, 7,000
-    summary = headline(results)
-    assert summary["fraction_of_real_experience"] == pytest.approx(1.5)
-    assert summary["statement"].endswith("1.5 times the real-trained arm's 400.")
+    # dream 600, 800, 400 against real 300, 5,000, 7,000: 6 of 9 pairs need fewer
+    assert summary["probability_dream_needs_fewer"] == pytest.approx(6 / 9)
+    low, high = summary["probability_interval"]
+    assert 0 <= low <= 6 / 9 <= high <= 1
 
 
 def test_the_headline_has_no_fraction_when_an_arm_never_held_the_threshold():
@@ -222,6 +221,15 @@ def test_the_headline_has_no_fraction_when_an_arm_never_held_the_threshold():
     summary = headline(results)
     assert summary["fraction_of_real_experience"] is None
     assert "no reward threshold" in summary["statement"] and "-150.0" in summary["statement"]
+
+
+def test_a_run_that_lost_the_threshold_after_reaching_it_is_marked(tmp_path):
+    results = make_results()
+    results["arms"][0]["runs"][1]["lost_after_reaching"] = True
+    summary = arm_summary(results["arms"][0], THRESHOLD, 200)
+    assert summary["steps_to_threshold"]["lost_after_reaching"] == [False, True, False]
+    report = render_report(results, tmp_path).read_text()
+    assert table_row(report, "dream-trained (online loop)")[4].endswith("(600, 800†, 400)")
 
 
 def test_the_report_renders_without_its_optional_parts(tmp_path):
@@ -280,8 +288,8 @@ def test_the_report_command_writes_beside_the_results_by_default(results_file):
     assert summary["report"] == str(folder / "report.md") and (folder / "report.md").is_file()
     assert summary["plots"] == [str(folder / name) for name in plots]
     assert all(png_size(folder / name) for name in plots)
-    assert summary["headline"]["fraction_of_real_experience"] == pytest.approx(0.12)
-    assert str(folder / "report.md") in text and "1/8.3" in text
+    assert summary["headline"]["fraction_of_real_experience"] == pytest.approx(600 / (16000 / 3))
+    assert str(folder / "report.md") in text and "1/8.9" in text
     json.dumps(summary)  # what --json prints
 
 

@@ -50,12 +50,13 @@ def test_ppo_learns_to_balance_cartpole():
     evaluation_seeds = reset_seeds(0, 5, EVALUATION_STREAM)
     before = evaluation_episodes(task, learner.actor, evaluation_seeds).returns().mean()
 
-    evaluations = train_on_real(task, learner, 12000, reset_seeds(0, config.num_envs, REAL_TRAINING_STREAM),
-                                evaluation_seeds, evaluate_every=4000, progress=False)
+    trained = train_on_real(task, learner, 12000, reset_seeds(0, config.num_envs, REAL_TRAINING_STREAM),
+                            evaluation_seeds, eval_every=4000, progress=False)
 
     assert before < 60
-    assert [e["real_steps"] for e in evaluations] == [4096, 8192, 12032]
-    assert max(e["mean_return"] for e in evaluations) > 150
+    assert [e["real_steps"] for e in trained.evaluations] == [0, 4000, 8000, 12000]
+    assert trained.real_steps == 12032  # whole chunks of 8 x 32 steps
+    assert max(e["mean_return"] for e in trained.evaluations) > 150
 
 
 def test_the_surrogate_stops_rewarding_a_ratio_beyond_the_clip():

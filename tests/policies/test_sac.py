@@ -52,11 +52,12 @@ def test_sac_learns_to_swing_up_pendulum():
     evaluation_seeds = reset_seeds(0, 5, EVALUATION_STREAM)
     before = evaluation_episodes(task, learner.actor, evaluation_seeds).returns().mean()
 
-    evaluations = train_on_real(task, learner, 4000, reset_seeds(0, 1, REAL_TRAINING_STREAM), evaluation_seeds,
-                                evaluate_every=2000, progress=False)
+    trained = train_on_real(task, learner, 4000, reset_seeds(0, 1, REAL_TRAINING_STREAM), evaluation_seeds,
+                            eval_every=2000, progress=False)
 
     assert before < -900
-    assert evaluations[-1]["mean_return"] > -600
+    assert [e["real_steps"] for e in trained.evaluations] == [0, 2000, 4000]
+    assert trained.evaluations[-1]["mean_return"] == trained.final_mean_return > -600
 
 
 def test_soft_q_targets_bootstrap_the_smaller_q_unless_the_episode_terminated():
