@@ -63,11 +63,15 @@ def test_compare_writes_a_reproducible_report_and_reuses_finished_runs(cli, tmp_
     assert (dream["name"], real["name"], real["algorithm"], offline["name"]) == ("dream", "real", "ppo", "offline")
     fixed_steps = read_traces(offline_traces).episodes.num_steps
     assert [run["real_steps"] for run in offline["runs"]] == [fixed_steps, fixed_steps]
-    assert [len(run["evaluations"]) for run in offline["runs"]] == [1, 1]
+    # every arm on the same grid, 0, 1,024, ... up to its budget; the offline arm's one policy
+    # is in force from the file's last step, the random policy before it
+    assert [e["real_steps"] for e in offline["runs"][0]["evaluations"]] == list(range(0, fixed_steps + 1, 1024))
     assert "--offline-traces" in results["command"] and "--offline.updates 20" in results["command"]
     assert [run["seed"] for run in dream["runs"]] == [0, 1]
     assert all(run["real_steps"] == 200 for run in dream["runs"])
-    assert [e["real_steps"] for e in real["runs"][0]["evaluations"]] == [1024, 2048]
+    assert [e["real_steps"] for e in real["runs"][0]["evaluations"]] == [0, 1024, 2048]
+    assert [e["real_steps"] for e in dream["runs"][0]["evaluations"]] == [0]
+    assert real["summary"]["steps_to_threshold"]["per_seed"] == [run["steps_to_threshold"] for run in real["runs"]]
     assert len(results["heldout"]["episodes"]) == 3
     assert all(e["dream_return"] is not None for e in results["heldout"]["episodes"])
     assert results["fidelity"]["horizons"][:3] == [1, 2, 3]

@@ -42,11 +42,20 @@ def test_evaluation_episodes_are_counted_apart_and_never_recorded(online_pendulu
     episodes = read_traces(run / "traces").episodes
 
     assert summary["rounds"] == 3
-    assert summary["eval_steps"] == summary["rounds"] * eval_episodes * 200
+    # the random policy's evaluation (the grid's value at 0), then one after each round
+    assert summary["eval_steps"] == (summary["rounds"] + 1) * eval_episodes * 200
     evaluation_seeds = set(reset_seeds(0, eval_episodes, EVALUATION_STREAM).tolist())
     assert evaluation_seeds.isdisjoint(episodes.seeds.tolist())
-    assert [e["real_steps"] for e in summary["evaluations"]] == [200, 400, 450]
-    assert summary["final_mean_return"] == summary["evaluations"][-1]["mean_return"]
+    # the protocol's grid up to the 450-step budget: rounds end at 200, 400 and 450
+    assert [e["real_steps"] for e in summary["evaluations"]] == [0, 200, 400]
+
+
+def test_the_grid_holds_the_policy_in_force_at_each_point(online_pendulum_run, read_metrics):
+    run, _ = online_pendulum_run
+    summary = json.loads((run / "summary.json").read_text())
+    per_round = [line["real_return"] for line in read_metrics(run)]  # after rounds ending at 200, 400, 450
+    assert [e["mean_return"] for e in summary["evaluations"][1:]] == per_round[:2]
+    assert summary["final_mean_return"] == per_round[-1]
 
 
 def test_a_run_logs_one_metrics_line_per_round(online_pendulum_run, read_metrics):
@@ -89,7 +98,7 @@ def test_run_json_prints_exactly_one_object_on_stdout(online_pendulum_run):
     assert len(stdout.splitlines()) == 1 and stdout.endswith("\n")
     printed = json.loads(stdout)
     assert isinstance(printed, dict)
-    assert printed["real_steps"] == 450 and printed["eval_steps"] == 1200
+    assert printed["real_steps"] == 450 and printed["eval_steps"] == 1600
     assert isinstance(printed["wall_seconds"], float) and printed["wall_seconds"] > 0
     assert printed == json.loads((run / "summary.json").read_text())
 
@@ -104,7 +113,8 @@ def test_a_run_on_a_discrete_task_writes_the_same_files(online_cartpole_run, rea
     assert summary["real_steps"] == episodes.num_steps == 300
     assert summary["rounds"] == len(read_metrics(run)) >= 2
     # CartPole episodes end early, so evaluation lasts between one and 500 steps an episode
-    assert summary["rounds"] * eval_episodes <= summary["eval_steps"] <= summary["rounds"] * eval_episodes * 500
+    evaluations = summary["rounds"] + 1  # the random policy's, then one after each round
+    assert evaluations * eval_episodes <= summary["eval_steps"] <= evaluations * eval_episodes * 500
     assert set(reset_seeds(0, eval_episodes, EVALUATION_STREAM).tolist()).isdisjoint(episodes.seeds.tolist())
     actor, task, _ = load_policy(run)
     assert task.name == "cartpole" and actor.discrete

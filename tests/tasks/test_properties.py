@@ -144,8 +144,8 @@ def check_npz_damage(capsys, pendulum_recording, damage) -> None:
         if key in arrays:
             try:
                 damaged = damage_array(arrays[key], how)
-            except (TypeError, ValueError):
-                continue  # a damage that cannot apply to what earlier damage made (text to float)
+            except (TypeError, ValueError, IndexError):
+                continue  # a damage that cannot apply to what earlier damage made (text to float, empty)
             if damaged is None:
                 del arrays[key]
             else:
