@@ -45,7 +45,7 @@ from tasks.json_files import read_json_object
 from tasks.recording import EVALUATION_STREAM, HELDOUT_STREAM, RandomPolicy, record_episodes, reset_seeds
 from tasks.registry import Task, get_task
 from tasks.run_directory import CONFIG_FILE, SUMMARY_FILE, RunDirectory, config_to_dict, read_run_config
-from tasks.splits import fitting_episodes, heldout_episodes
+from tasks.splits import SplitFractions, fitting_episodes, heldout_episodes, split_record
 from tasks.traces import read_traces, write_traces
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fidelity import FidelityConfig, fidelity_report
@@ -275,10 +275,10 @@ def _offline_run(config: CompareConfig, task: Task, seed: int, run_dir: Path) ->
             model = build_model_for_spaces("ensemble", task.observation_space, task.action_space,
                                            config.offline.ensemble, seed=seed)
             fit_world_model(model, train, validation, config.offline.fit, seed=seed, run=run, progress=False)
-            save_model(run_dir, model, {"task": task.name, "traces": str(Path(config.offline_traces).absolute()),
-                                        "split_seed": 0})
+            provenance = {"traces": str(Path(config.offline_traces).absolute()), "split": split_record(0, SplitFractions())}
+            save_model(run_dir, model, {"task": task.name, **provenance})
             policy, _ = dream_offline(model, task, train, config.offline.dream, config.offline.updates, seed, run=run)
-            save_policy(run_dir, policy.actor, task, {"trained_by": "dreamer compare (offline arm)"})
+            save_policy(run_dir, policy.actor, task, {"trained_by": "dreamer compare (offline arm)", **provenance})
             evaluation_seeds = reset_seeds(seed, config.eval_episodes, EVALUATION_STREAM)
             final = float(evaluation_episodes(task, policy.actor, evaluation_seeds).returns().mean())
             # Its only policy is in force from the file's last step: the grid is random before that.

@@ -38,7 +38,7 @@ from tasks.recording import (
 )
 from tasks.registry import Task, get_task
 from tasks.run_directory import RunDirectory
-from tasks.splits import SplitFractions, fitting_episodes
+from tasks.splits import SplitFractions, fitting_episodes, split_record
 from tasks.traces import append_traces, keep_first_episodes, write_traces
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig, fit_world_model
@@ -165,12 +165,14 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
                 raise InputError(config.out, "no episode landed in the training split; lower the held-out fraction")
             if model is None:
                 model = build_model_for_spaces("ensemble", task.observation_space, task.action_space, config.ensemble, seed=config.seed)
-            fit = fit_world_model(model, train, validation, config.fit, seed=config.seed + round_index, progress=False)
+            # A key of this run and round: seed 0's round 1 never draws what seed 1's round 0 does.
+            fit_key, dream_key = jax.random.split(round_key)
+            fit = fit_world_model(model, train, validation, config.fit, seed=fit_key, progress=False)
             observations = train.acted_observations()
             if policy is None:
                 policy = PolicyInDreams(model, task, observations, config.dream, config.seed)
             policy.set_start_observations(observations)
-            dream = policy.train(model, config.dream_updates, round_key, progress=progress)
+            dream = policy.train(model, config.dream_updates, dream_key, progress=progress)
 
             evaluation = record_episodes(
                 task, ActorPolicy(policy.actor), evaluation_seeds, num_envs=config.eval_episodes, progress=False
@@ -195,7 +197,8 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
             }
             run.log(state["real_steps"], metrics)
             bar.set_postfix(real_return=f"{returns.mean():.1f}")
-            save_model(config.out, model, {"task": task.name, "traces": str(traces_path.absolute()), "split_seed": config.split_seed})
+            save_model(config.out, model, {"task": task.name, "traces": str(traces_path.absolute()),
+                                           "split": split_record(config.split_seed, config.fractions)})
             # The round's world model sits in the same checkpoint as the policy and progress,
             # so a resumed run never pairs one round's model with another round's policy.
             run.save(manager, state["real_steps"], ocp.args.Composite(
@@ -207,7 +210,8 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
         bar.close()
         manager.close()
 
-    save_policy(config.out, policy.actor, task, {"trained_by": "dreamer run"})
+    save_policy(config.out, policy.actor, task, {"trained_by": "dreamer run", "traces": str(Path(config.out, "traces").absolute()),
+                                                 "split": split_record(config.split_seed, config.fractions)})
     summary = summarise(state, config, task.reward_threshold, time.perf_counter() - started)
     run.write_summary(summary)
     return summary

@@ -34,6 +34,7 @@ class ActorPolicy:
         self.mode, self.noise = mode, noise
         self.discrete = actor.discrete
         self.action_size = actor.action_size
+        self.action_start = actor.action_start
         if not actor.discrete:
             self.low = np.asarray(actor.action_low[...])
             self.high = np.asarray(actor.action_high[...])
@@ -47,7 +48,8 @@ class ActorPolicy:
             return actions
         if self.discrete:
             explore = rng.random(len(actions)) < self.noise
-            return np.where(explore, rng.integers(0, self.action_size, len(actions)), actions)
+            random_actions = self.action_start + rng.integers(0, self.action_size, len(actions))
+            return np.where(explore, random_actions, actions)
         noisy = actions + rng.normal(0.0, self.noise, actions.shape) * 0.5 * (self.high - self.low)
         return np.clip(noisy, self.low, self.high).astype(actions.dtype)
 

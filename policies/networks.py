@@ -70,6 +70,8 @@ class Actor(nnx.Module):
     def __init__(self, feature_size: int, action_space, config: NetworkConfig, rngs: nnx.Rngs):
         self.discrete = hasattr(action_space, "n")
         self.action_size = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
+        # Discrete(n, start=s) acts in s..s+n-1; the network's outputs index 0..n-1.
+        self.action_start = int(action_space.start) if self.discrete else 0
         self.config = config
         outputs = self.action_size if self.discrete else 2 * self.action_size
         self.input_norm = Normalizer(feature_size)
@@ -83,7 +85,8 @@ class Actor(nnx.Module):
         """An action in the task's units and its log-probability (of the squashed action)."""
         outputs = self.net(self.input_norm.normalize(features))
         if self.discrete:
-            return categorical_sample(outputs, key)
+            index, log_prob = categorical_sample(outputs, key)
+            return index + self.action_start, log_prob
         mean, std = self._gaussian(outputs)
         unit_action, log_prob = tanh_gaussian_sample(mean, std, key)
         return self._to_task_units(unit_action), log_prob
@@ -92,7 +95,7 @@ class Actor(nnx.Module):
         """The deterministic action used for evaluation."""
         outputs = self.net(self.input_norm.normalize(features))
         if self.discrete:
-            return jnp.argmax(outputs, axis=-1)
+            return jnp.argmax(outputs, axis=-1) + self.action_start
         mean, _ = self._gaussian(outputs)
         return self._to_task_units(jnp.tanh(mean))
 
@@ -100,7 +103,7 @@ class Actor(nnx.Module):
         """Log-probability of a given action in the task's units."""
         outputs = self.net(self.input_norm.normalize(features))
         if self.discrete:
-            return categorical_log_prob(outputs, action)
+            return categorical_log_prob(outputs, action - self.action_start)
         mean, std = self._gaussian(outputs)
         return tanh_gaussian_log_prob(self._to_unit_range(action), mean, std)
 

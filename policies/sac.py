@@ -178,8 +178,7 @@ class SAC:
 
             loss_t, grad = jax.value_and_grad(temperature_loss)(state.log_temperature, log_probs, target_entropy)
             step, temperature_opt = optimizer.update(grad, state.temperature_opt, state.log_temperature)
-            target = jax.tree.map(lambda t, c: (1.0 - config.target_rate) * t + config.target_rate * c,
-                                  state.target_critic, critic)
+            target = optax.incremental_update(critic, state.target_critic, config.target_rate)
             state = state._replace(
                 actor=actor, actor_opt=actor_opt, target_critic=target,
                 log_temperature=optax.apply_updates(state.log_temperature, step),

@@ -12,6 +12,7 @@ import hashlib
 import numpy as np
 
 from tasks.config import config, option
+from tasks.errors import InputError
 from tasks.episodes import Episodes
 
 SPLIT_NAMES = ("train", "validation", "heldout")
@@ -63,6 +64,39 @@ def fitting_episodes(
         episodes.select(indices[name]) if len(indices[name]) else None
         for name in ("train", "validation")
     )
+
+
+def split_record(split_seed: int, fractions: SplitFractions) -> dict:
+    """How a saved model or policy records the split it was fitted on (``model.json``, ``policy.json``)."""
+    return {"seed": split_seed, "train": fractions.train, "validation": fractions.validation,
+            "heldout": fractions.heldout}
+
+
+def recorded_split(spec: dict, shown: str) -> tuple[int, SplitFractions]:
+    """The split seed and fractions a saved model or policy was fitted with.
+
+    Files written before the fractions were recorded hold only ``split_seed``; the
+    fractions every command used then (80/10/10) are assumed for them.
+
+    Raises:
+        InputError: naming ``shown``, if the recorded split is malformed.
+    """
+    split = spec.get("split")
+    if split is None:
+        seed = spec.get("split_seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise InputError(shown, f"is damaged: split_seed should be an integer, got {seed!r}")
+        return seed, SplitFractions()
+    try:
+        return int(split["seed"]), SplitFractions(train=float(split["train"]), validation=float(split["validation"]),
+                                                  heldout=float(split["heldout"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(shown, f"is damaged: its split record {split!r} is not valid ({error})") from None
+
+
+def describe_split(split_seed: int, fractions: SplitFractions) -> str:
+    return (f"split seed {split_seed}, {fractions.train:.0%} train / {fractions.validation:.0%} validation / "
+            f"{fractions.heldout:.0%} held out")
 
 
 def heldout_episodes(

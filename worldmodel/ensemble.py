@@ -76,10 +76,12 @@ class EnsembleModel(nnx.Module):
         discrete_actions: bool,
         config: EnsembleConfig,
         rngs: nnx.Rngs,
+        action_start: int = 0,
     ):
         self.observation_shape = tuple(observation_shape)
         self.action_size = action_size
         self.discrete_actions = discrete_actions
+        self.action_start = action_start  # Discrete(n, start=s): actions s..s+n-1 are one-hot 0..n-1
         self.config = config
         obs_size = math.prod(self.observation_shape)
         self._obs_size = obs_size
@@ -231,7 +233,7 @@ class EnsembleModel(nnx.Module):
     def encode_action(self, action: jax.Array) -> jax.Array:
         """Actions as model inputs: one-hot for discrete, float for continuous."""
         if self.discrete_actions:
-            return jax.nn.one_hot(jnp.asarray(action).astype(jnp.int32), self.action_size)
+            return jax.nn.one_hot(jnp.asarray(action).astype(jnp.int32) - self.action_start, self.action_size)
         return jnp.asarray(action, dtype=jnp.float32)
 
     # -- internals ----------------------------------------------------------------------

@@ -78,7 +78,7 @@ def fit_world_model(
     train: Episodes,
     validation: Episodes | None,
     config: FitConfig,
-    seed: int = 0,
+    seed: int | jax.Array = 0,
     run: RunDirectory | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -93,7 +93,7 @@ def fit_world_model(
         validation: the validation episodes; None falls back to the training episodes
             for elite choice and stops only at ``max_updates``.
         config: fitting settings.
-        seed: seed of minibatch draws.
+        seed: seed (or a JAX key) of minibatch draws.
         run: where metrics and checkpoints go; None keeps nothing on disk.
         resume: continue from the run's last checkpoint.
         progress: show a progress bar on stderr.
@@ -122,7 +122,7 @@ def fit_world_model(
         run.truncate_metrics(progress_state["updates"])
 
     calls = math.ceil(config.max_updates / config.updates_per_call)
-    key = jax.random.key(seed)
+    key = seed if isinstance(seed, jax.Array) else jax.random.key(seed)
     bar = tqdm(total=calls * config.updates_per_call, initial=progress_state["updates"], unit="upd",
                desc="fit world model", disable=not progress, file=sys.stderr, leave=False)
     try:

@@ -34,19 +34,23 @@ def build_model(
     discrete_actions: bool,
     config: Any,
     seed: int = 0,
+    action_start: int = 0,
 ) -> nnx.Module:
-    """A freshly initialised model of ``kind``."""
+    """A freshly initialised model of ``kind`` (``action_start``: the first action of a
+    ``Discrete(n, start)`` space)."""
     if kind not in MODEL_KINDS:
         raise InputError(kind, f"unknown world model (known: {', '.join(MODEL_KINDS)})")
     model_cls, _ = MODEL_KINDS[kind]
-    return model_cls(tuple(observation_shape), action_size, discrete_actions, config, nnx.Rngs(seed))
+    return model_cls(tuple(observation_shape), action_size, discrete_actions, config, nnx.Rngs(seed),
+                     action_start=action_start)
 
 
 def build_model_for_spaces(kind: str, observation_space, action_space, config: Any, seed: int = 0) -> nnx.Module:
     """A freshly initialised model of ``kind`` for a task's (or a trace file's) spaces."""
     discrete = hasattr(action_space, "n")
     action_size = int(action_space.n) if discrete else int(np.prod(action_space.shape))
-    return build_model(kind, observation_space.shape, action_size, discrete, config, seed=seed)
+    start = int(action_space.start) if discrete else 0
+    return build_model(kind, observation_space.shape, action_size, discrete, config, seed=seed, action_start=start)
 
 
 def save_model(run_dir: str | Path, model: nnx.Module, provenance: dict[str, Any] | None = None) -> None:
@@ -63,6 +67,7 @@ def save_model(run_dir: str | Path, model: nnx.Module, provenance: dict[str, Any
         "observation_shape": list(model.observation_shape),
         "action_size": model.action_size,
         "discrete_actions": model.discrete_actions,
+        "action_start": model.action_start,
         "config": dataclasses.asdict(model.config),
         **(provenance or {}),
     }
@@ -88,7 +93,7 @@ def load(run_dir: str | Path) -> nnx.Module:
     try:
         config = config_cls(**spec["config"])
         model = build_model(spec["kind"], tuple(spec["observation_shape"]), spec["action_size"],
-                            spec["discrete_actions"], config)
+                            spec["discrete_actions"], config, action_start=int(spec.get("action_start", 0)))
     except (TypeError, ValueError) as error:
         raise InputError(Path(run_dir) / MODEL_FILE, f"is damaged: {error}") from None
     restore_module_state(Path(run_dir) / "checkpoints" / "model", model, run_dir, "model")

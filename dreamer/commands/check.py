@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import jax
 
 from tasks.config import config, option
+from tasks.episodes import Episodes
 from tasks.errors import InputError
 from tasks.registry import check_spaces_match, get_task
-from tasks.splits import fitting_episodes, heldout_episodes
+from tasks.splits import describe_split, fitting_episodes, heldout_episodes, recorded_split, split_record
 from tasks.traces import read_traces
 from worldmodel.fidelity import FidelityConfig, fidelity_report, plot_fidelity
 from worldmodel.saving import load, load_spec
@@ -21,6 +23,8 @@ class CheckConfig:
     world_model: str = option(help="run directory of a fitted world model")
     traces: str = option(help="trace file whose held-out episodes the model is checked on")
     fidelity: FidelityConfig = option(FidelityConfig(), help="open-loop settings")
+    split: Literal["heldout", "all"] = option("heldout", help="which episodes of --traces: 'heldout' under the split the "
+                                              "model was fitted with, or 'all' for a file nothing learned from")
     split_seed: int | None = option(None, help="split seed (default: the one the model was fitted with)")
     out: str | None = option(None, help="folder for fidelity.json and fidelity.png (default: the model's run directory)")
     seed: int = option(0, help="seed of the model's sampling during rollouts")
@@ -32,19 +36,34 @@ def run(config: CheckConfig) -> tuple[dict, str]:
     task = get_task(spec["task"])
     traces = read_traces(config.traces)
     check_spaces_match(task, traces.observation_space, traces.action_space, config.traces)
-    split_seed = spec.get("split_seed", 0) if config.split_seed is None else config.split_seed
-    heldout = heldout_episodes(traces.episodes, split_seed)
-    if heldout is None:
-        raise InputError(config.traces, f"has no held-out episodes under split seed {split_seed} (record more episodes)")
-    train, _ = fitting_episodes(traces.episodes, split_seed)
-    if train is None:
-        raise InputError(config.traces, "has no training episodes to scale errors by")
+    split_seed, fractions = recorded_split(spec, str(config.world_model))
+    split_seed = split_seed if config.split_seed is None else config.split_seed
+    learned_from = _learned_from(spec, task, split_seed, fractions)
+    if config.split == "all":
+        heldout = traces.episodes
+        if learned_from is not None:
+            learned = set(heldout.content_ids()) & set(learned_from.content_ids())
+            if learned:
+                raise InputError(config.traces, f"{len(learned)} of its episodes are ones the model was fitted on; "
+                                                "--split all is for a trace file nothing learned from")
+        train = learned_from if learned_from is not None else heldout
+    else:
+        heldout = heldout_episodes(traces.episodes, split_seed, fractions)
+        if heldout is None:
+            raise InputError(config.traces, f"holds no held-out episodes under the split the model was fitted with "
+                                            f"({describe_split(split_seed, fractions)}); fit with --heldout-fraction "
+                                            "above 0, or pass --split all for a trace file nothing learned from")
+        train = learned_from if learned_from is not None else fitting_episodes(traces.episodes, split_seed, fractions)[0]
+        if train is None:
+            raise InputError(config.traces, "has no training episodes to scale errors by")
 
     report = {
         "world_model": str(config.world_model),
         "traces": str(config.traces),
         "task": task.name,
+        "split": config.split,
         "split_seed": split_seed,
+        "fractions": split_record(split_seed, fractions),
         **fidelity_report(model, heldout, train, config.fidelity, jax.random.key(config.seed)),
     }
     out = Path(config.out or config.world_model)
@@ -52,6 +71,15 @@ def run(config: CheckConfig) -> tuple[dict, str]:
     (out / "fidelity.json").write_text(json.dumps(report, indent=2))
     plot_fidelity(report, out / "fidelity.png", f"{task.name}: open-loop error on {heldout.num_episodes} held-out episodes")
     return report, _table(report, out)
+
+
+def _learned_from(spec: dict, task, split_seed: int, fractions) -> Episodes | None:
+    """The episodes the model was fitted on (the training split of its own trace file), which
+    scale the errors; None if that file is no longer there."""
+    own = spec.get("traces")
+    if not own or not Path(own).exists():
+        return None
+    return fitting_episodes(read_traces(own, task=task).episodes, split_seed, fractions)[0]
 
 
 def _table(report: dict, out: Path) -> str:

@@ -17,7 +17,7 @@ from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.registry import get_task
 from tasks.run_directory import RunDirectory
-from tasks.splits import fitting_episodes
+from tasks.splits import fitting_episodes, recorded_split, split_record
 from tasks.traces import read_traces
 from worldmodel.saving import load, load_spec
 
@@ -45,15 +45,18 @@ def run(config: DreamCommandConfig) -> tuple[dict, str]:
     if not traces_location:
         raise InputError(config.world_model, "names no trace file; pass --traces")
     episodes = read_traces(traces_location, task=task).episodes
-    split_seed = spec.get("split_seed", 0) if config.split_seed is None else config.split_seed
-    train, _ = fitting_episodes(episodes, split_seed)
+    split_seed, fractions = recorded_split(spec, str(config.world_model))
+    split_seed = split_seed if config.split_seed is None else config.split_seed
+    train, _ = fitting_episodes(episodes, split_seed, fractions)
     if train is None:
         raise InputError(traces_location, "has no training episodes to start dreams from")
     with RunDirectory(config.out, config, resume=config.resume) as run_dir:
         policy, result = dream_offline(model, task, train, config.dream, config.updates, config.seed,
                                        config.halt_multiple, run=run_dir, resume=config.resume,
                                        progress=sys.stderr.isatty())
-        save_policy(config.out, policy.actor, task, {"trained_by": "dreamer dream", "world_model": str(config.world_model)})
+        save_policy(config.out, policy.actor, task, {"trained_by": "dreamer dream", "world_model": str(config.world_model),
+                                                     "traces": str(traces_location),
+                                                     "split": split_record(split_seed, fractions)})
         summary = {"real_steps": 0, "eval_steps": 0, "wall_seconds": time.perf_counter() - started, "task": task.name,
                    **result}
         run_dir.write_summary(summary)

@@ -21,7 +21,7 @@ from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.recording import EVALUATION_STREAM, record_episodes, reset_seeds
 from tasks.registry import check_spaces_match, get_task
-from tasks.splits import heldout_episodes
+from tasks.splits import describe_split, heldout_episodes, recorded_split
 from tasks.traces import read_traces
 from worldmodel.saving import MODEL_FILE, load, load_spec
 
@@ -33,7 +33,7 @@ class EvaluateConfig:
     episodes: int = option(10, min=1, help="episodes, each from its own fresh reset seed (fresh-seed form)")
     traces: str | None = option(None, help="trace file whose held-out episodes the policy replays (held-out form)")
     split: Literal["heldout", "all"] = option("heldout", help="which episodes of --traces: 'heldout', or 'all' for a file nothing learned from")
-    split_seed: int = option(0, help="split seed of --traces")
+    split_seed: int | None = option(None, help="split seed of --traces (default: the one the policy was trained with)")
     world_model: str | None = option(None, help="world model for dream-predicted returns "
                                                 "(default: the policy's run directory, if it holds one)")
     out: str | None = option(None, help="folder to keep evaluation.json in")
@@ -41,11 +41,11 @@ class EvaluateConfig:
 
 
 def run(config: EvaluateConfig) -> tuple[dict, str]:
-    actor, policy_task, _ = load_policy(config.policy)
+    actor, policy_task, spec = load_policy(config.policy)
     task = get_task(config.task) if config.task else policy_task
     check_spaces_match(task, policy_task.observation_space, policy_task.action_space, config.policy)
     if config.traces:
-        summary, text = _on_heldout_episodes(config, actor, task)
+        summary, text = _on_heldout_episodes(config, actor, task, spec)
     else:
         summary, text = _on_fresh_seeds(config, actor, task)
     if config.out:
@@ -82,16 +82,20 @@ def _on_fresh_seeds(config: EvaluateConfig, actor, task) -> tuple[dict, str]:
     return summary, text
 
 
-def _on_heldout_episodes(config: EvaluateConfig, actor, task) -> tuple[dict, str]:
+def _on_heldout_episodes(config: EvaluateConfig, actor, task, spec: dict) -> tuple[dict, str]:
     traces = read_traces(config.traces)
     check_spaces_match(task, traces.observation_space, traces.action_space, config.traces)
     if config.split == "all":
         heldout = traces.episodes
     else:
-        heldout = heldout_episodes(traces.episodes, config.split_seed)
+        split_seed, fractions = recorded_split(spec, str(Path(config.policy) / "policy.json"))
+        split_seed = split_seed if config.split_seed is None else config.split_seed
+        heldout = heldout_episodes(traces.episodes, split_seed, fractions)
         if heldout is None:
-            raise InputError(config.traces, f"has no held-out episodes under split seed {config.split_seed} "
-                                            "(record more episodes, or pass --split all for a file nothing learned from)")
+            raise InputError(config.traces, f"holds no held-out episodes under the split the policy was trained with "
+                                            f"({describe_split(split_seed, fractions)}); train with "
+                                            "--heldout-fraction above 0, or pass --split all for a file nothing "
+                                            "learned from")
     check_replayable(heldout, config.traces)
     _check_seeds_are_fresh(heldout.seeds, Path(config.policy),
                            "a held-out episode starts from a seed this policy's run trained on")

@@ -10,7 +10,7 @@ from typing import Literal
 from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.run_directory import RunDirectory
-from tasks.splits import fitting_episodes
+from tasks.splits import SplitFractions, fitting_episodes, split_record
 from tasks.traces import read_traces
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig, fit_world_model
@@ -25,9 +25,21 @@ class FitCommandConfig:
     ensemble: EnsembleConfig = option(EnsembleConfig(), help="ensemble settings")
     fit: FitConfig = option(FitConfig(), help="fitting settings")
     split_seed: int = option(0, help="seed of the episode-content hash that assigns splits")
+    validation_fraction: float = option(0.1, min=0, max=1, help="share of episodes kept for early stopping")
+    heldout_fraction: float = option(0.1, min=0, max=1, help="share of episodes kept out of all learning, for `check`")
     warm_start: str | None = option(None, help="run directory of a fitted model to start from")
     resume: bool = option(False, help="continue a killed run in --out from its last checkpoint")
     seed: int = option(0, help="seed of initial weights and minibatch draws")
+
+
+    def __post_init__(self):
+        if self.validation_fraction + self.heldout_fraction >= 1:
+            raise ValueError("validation_fraction + heldout_fraction must leave a share for training")
+
+    @property
+    def fractions(self) -> SplitFractions:
+        return SplitFractions(train=1.0 - self.validation_fraction - self.heldout_fraction,
+                              validation=self.validation_fraction, heldout=self.heldout_fraction)
 
 
 def run(config: FitCommandConfig) -> tuple[dict, str]:
@@ -35,7 +47,7 @@ def run(config: FitCommandConfig) -> tuple[dict, str]:
     traces = read_traces(config.traces)
     if traces.task is None:
         raise InputError(config.traces, "the trace file names no task; re-import it with --task")
-    train, validation = fitting_episodes(traces.episodes, config.split_seed)
+    train, validation = fitting_episodes(traces.episodes, config.split_seed, config.fractions)
     if train is None:
         raise InputError(config.traces, "no episode falls in the training split (record more episodes)")
     if config.warm_start:
@@ -54,7 +66,8 @@ def run(config: FitCommandConfig) -> tuple[dict, str]:
         save_model(
             config.out,
             result.model,
-            {"task": traces.task.name, "traces": str(Path(config.traces).absolute()), "split_seed": config.split_seed},
+            {"task": traces.task.name, "traces": str(Path(config.traces).absolute()),
+             "split": split_record(config.split_seed, config.fractions)},
         )
         summary = {
             "real_steps": 0,

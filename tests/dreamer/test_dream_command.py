@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from policies.saving import load_policy
-from tasks.splits import fitting_episodes
+from tasks.splits import fitting_episodes, recorded_split
 from tasks.traces import read_traces
 from worldmodel.saving import load
 
@@ -45,7 +45,8 @@ def test_dreams_halt_by_default_at_twice_the_largest_disagreement_on_training_tr
 
     model = load(pendulum_world_model)
     spec = json.loads((pendulum_world_model / "model.json").read_text())
-    train, _ = fitting_episodes(read_traces(spec["traces"]).episodes, spec["split_seed"])
+    split_seed, fractions = recorded_split(spec, "model.json")
+    train, _ = fitting_episodes(read_traces(spec["traces"]).episodes, split_seed, fractions)
     before, _ = train.transitions()
     disagreement = jax.jit(lambda obs, act: model.uncertainty(model.initial_state(obs), act))(
         jnp.asarray(train.observations[before], jnp.float32), jnp.asarray(train.actions)
@@ -53,6 +54,7 @@ def test_dreams_halt_by_default_at_twice_the_largest_disagreement_on_training_tr
 
     assert summary["halt_threshold"] > 0
     assert summary["halt_threshold"] == pytest.approx(2.0 * float(np.max(disagreement)), rel=1e-5)
+    assert summary["halt_reward"] == pytest.approx(float(np.min(train.rewards)))  # HALT earns the lowest reward
     assert summary["uncertainty_penalty"] == 1.0
 
 

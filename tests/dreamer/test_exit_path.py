@@ -193,3 +193,13 @@ def test_a_damaged_metrics_line_is_named(tmp_path):
     with RunDirectory(out, tiny_config(out), resume=True) as run:
         with pytest.raises(InputError, match="line 1 is damaged"):
             run.metrics()
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--task", "cartpole", "--algo", "sac"], "cartpole"),
+    (["--task", "pendulum", "--offline-traces", "no-such-traces"], "no-such-traces"),
+])
+def test_compare_refuses_a_bad_arm_before_running_any(cli, tmp_path, argv, named):
+    out = tmp_path / "report"
+    assert_one_line(cli("compare", *argv, "--out", out), named)
+    assert not out.exists(), "compare started writing before it checked every arm"
