@@ -36,6 +36,7 @@ from dreamer.online import RunConfig, run_online
 from dreamer.provenance import machine_info, package_versions, source_commit
 from dreamer.report import RESULTS_FORMAT, arm_summary, render_report
 from policies.baselines import TrainRealConfig, chosen_algorithm, train_baseline
+from policies.behaviour_cloning import BehaviourCloningConfig, clone_behaviour
 from policies.protocol import DEFAULT_EVAL_EVERY, on_grid, protocol_summary, random_policy_return
 from policies.real_training import evaluation_episodes
 from policies.saving import load_policy, save_policy
@@ -68,6 +69,7 @@ class OfflineArmConfig:
     fit: FitConfig = option(FitConfig(), help="fitting settings")
     dream: DreamConfig = option(DreamConfig(uncertainty_penalty=1.0), help="policy training in dreams")
     updates: int = option(3000, min=1, help="actor-critic updates in dreams")
+    bc: BehaviourCloningConfig = option(BehaviourCloningConfig(), help="the behaviour-cloning baseline on the same file")
 
 
 @config
@@ -119,7 +121,7 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
     heldout = _heldout_set(config, task, out)  # before anything is written: a bad file stops here
     out.mkdir(parents=True, exist_ok=True)
 
-    dream_runs, real_runs, offline_runs = [], [], []
+    dream_runs, real_runs, offline_runs, cloning_runs = [], [], [], []
     for number, seed in enumerate(seeds, 1):
         _say(f"seed {seed} ({number}/{len(seeds)}): dream-trained arm, {config.dream_budget} real steps")
         dream_runs.append(_dream_run(config, seed, out / "runs" / f"dream-seed{seed}"))
@@ -128,6 +130,8 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
         if config.offline_traces:
             _say(f"seed {seed} ({number}/{len(seeds)}): offline arm, dreams from {config.offline_traces}")
             offline_runs.append(_offline_run(config, task, seed, out / "runs" / f"offline-seed{seed}"))
+            _say(f"seed {seed} ({number}/{len(seeds)}): behaviour cloning on {config.offline_traces}")
+            cloning_runs.append(_cloning_run(config, task, seed, out / "runs" / f"bc-seed{seed}"))
 
     first = Path(dream_runs[0]["run_dir"])
     _say(f"replaying {heldout.num_episodes} held-out episodes with the dream arm's policy (seed {seeds[0]})")
@@ -166,6 +170,10 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
         results["arms"].append({
             "name": "offline", "label": "dream-trained (offline, fixed traces)", "algorithm": "dreamer fit + dream",
             "budget_real_steps": offline_runs[0]["real_steps"], "runs": offline_runs,
+        })
+        results["arms"].append({
+            "name": "bc", "label": "behaviour cloning (offline, same traces)", "algorithm": "behaviour cloning",
+            "budget_real_steps": cloning_runs[0]["real_steps"], "runs": cloning_runs,
         })
     for arm in results["arms"]:
         arm["summary"] = arm_summary(arm, task.reward_threshold, config.eval_every)
@@ -279,20 +287,41 @@ def _offline_run(config: CompareConfig, task: Task, seed: int, run_dir: Path) ->
             save_model(run_dir, model, {"task": task.name, **provenance})
             policy, _ = dream_offline(model, task, train, config.offline.dream, config.offline.updates, seed, run=run)
             save_policy(run_dir, policy.actor, task, {"trained_by": "dreamer compare (offline arm)", **provenance})
-            evaluation_seeds = reset_seeds(seed, config.eval_episodes, EVALUATION_STREAM)
-            final = float(evaluation_episodes(task, policy.actor, evaluation_seeds).returns().mean())
-            # Its only policy is in force from the file's last step: the grid is random before that.
-            random_return, _ = random_policy_return(task, evaluation_seeds, seed)
-            real_steps = traces.episodes.num_steps
-            evaluations = on_grid([{"real_steps": real_steps, "mean_return": final}], real_steps, config.eval_every,
-                                  random_return)
-            summary = {
-                "real_steps": real_steps,
-                "wall_seconds": time.perf_counter() - started,
-                **protocol_summary(evaluations, final, task.reward_threshold),
-            }
+            summary = _fixed_file_summary(config, task, policy.actor, traces.episodes.num_steps, seed, started)
             run.write_summary(summary)
     return _run_record(seed, run_dir, summary)
+
+
+def _cloning_run(config: CompareConfig, task: Task, seed: int, run_dir: Path) -> dict:
+    """Behaviour cloning on the offline arm's file: what the data alone gives, without a model."""
+    run_config = OfflineRunConfig(traces=config.offline_traces, offline=config.offline, eval_every=config.eval_every,
+                                  eval_episodes=config.eval_episodes, seed=seed)
+    summary = _finished(run_dir, run_config)
+    if summary is None:
+        started = time.perf_counter()
+        traces = read_traces(config.offline_traces, task=task)
+        with RunDirectory(run_dir, run_config, resumable=False) as run:
+            actor = clone_behaviour(task, traces.episodes, config.offline.bc, seed)
+            save_policy(run_dir, actor, task, {"trained_by": "dreamer compare (behaviour cloning)",
+                                               "traces": str(Path(config.offline_traces).absolute())})
+            summary = _fixed_file_summary(config, task, actor, traces.episodes.num_steps, seed, started)
+            run.write_summary(summary)
+    return _run_record(seed, run_dir, summary)
+
+
+def _fixed_file_summary(config: CompareConfig, task: Task, actor, real_steps: int, seed: int, started: float) -> dict:
+    """An offline arm's figures: its one policy is in force from the file's last step on,
+    the random policy before it."""
+    evaluation_seeds = reset_seeds(seed, config.eval_episodes, EVALUATION_STREAM)
+    final = float(evaluation_episodes(task, actor, evaluation_seeds).returns().mean())
+    random_return, _ = random_policy_return(task, evaluation_seeds, seed)
+    evaluations = on_grid([{"real_steps": real_steps, "mean_return": final}], real_steps, config.eval_every,
+                          random_return)
+    return {
+        "real_steps": real_steps,
+        "wall_seconds": time.perf_counter() - started,
+        **protocol_summary(evaluations, final, task.reward_threshold),
+    }
 
 
 def _finished(run_dir: Path, run_config) -> dict | None:

@@ -46,7 +46,7 @@ def test_compare_writes_a_reproducible_report_and_reuses_finished_runs(cli, tmp_
                         for flag in (*tiny_flags, "--updates", "20")]
     argv = ("compare", "--task", "cartpole", "--seeds", 2, "--dream-steps", 200, "--real-steps", 2048,
             "--heldout-episodes", 3, "--eval-episodes", 3, "--eval-every", 1024, "--out", out,
-            "--offline-traces", offline_traces, *tiny_offline_arm, "--json")
+            "--offline-traces", offline_traces, *tiny_offline_arm, "--offline.bc.updates", 50, "--json")
 
     code, stdout, err = cli(*argv)
 
@@ -59,8 +59,9 @@ def test_compare_writes_a_reproducible_report_and_reuses_finished_runs(cli, tmp_
     assert "--dream-steps 200 --real-steps 2048" in results["command"]
     assert results["packages"]["jax"] and results["machine"]["cores"] >= 1
     assert "commit" in results and "dirty" in results
-    dream, real, offline = results["arms"]
+    dream, real, offline, cloning = results["arms"]
     assert (dream["name"], real["name"], real["algorithm"], offline["name"]) == ("dream", "real", "ppo", "offline")
+    assert cloning["name"] == "bc" and cloning["budget_real_steps"] == offline["budget_real_steps"]
     fixed_steps = read_traces(offline_traces).episodes.num_steps
     assert [run["real_steps"] for run in offline["runs"]] == [fixed_steps, fixed_steps]
     # every arm on the same grid, 0, 1,024, ... up to its budget; the offline arm's one policy
@@ -84,6 +85,6 @@ def test_compare_writes_a_reproducible_report_and_reuses_finished_runs(cli, tmp_
     code, _, err = cli(*argv)
 
     assert code == 0, err
-    assert err.count("reusing the finished run") == 6
+    assert err.count("reusing the finished run") == 8
     again = load_results(out / "results.json")
     assert again["arms"] == results["arms"]
