@@ -55,8 +55,8 @@ class DreamConfig:
         uncertainty_penalty: MOPO's lambda: imagined reward minus this times disagreement.
         halt_threshold: a step whose disagreement exceeds this sends the dream to MOReL's
             absorbing HALT state (0 disables); see `dreamer.dream_losses.halt`.
-        halt_reward: the reward of every step from the halting one on; `dreamer dream`
-            sets it to the lowest reward in the training episodes.
+        halt_reward: the reward of every step from the halting one on (None: set from the
+            data, `dreamer.dream_losses.lowest_halt_reward`, by whoever turns halting on).
         updates_per_call: updates fused into one jitted call.
         network: actor and critic sizes.
     """
@@ -74,13 +74,15 @@ class DreamConfig:
     saturation_penalty: float = option(1.0, min=0)
     uncertainty_penalty: float = option(0.0, min=0)
     halt_threshold: float = option(0.0, min=0)
-    halt_reward: float = 0.0
+    halt_reward: float | None = None
     updates_per_call: int = option(100, min=1)
     network: NetworkConfig = option(NetworkConfig())
 
     def __post_init__(self):
         if self.gamma == 0:
             raise ValueError("gamma must be above 0")
+        if self.halt_threshold > 0 and self.gamma >= 1:
+            raise ValueError("halting needs gamma below 1 (HALT is worth halt_reward / (1 - gamma))")
 
 
 class DreamState(NamedTuple):
@@ -126,6 +128,8 @@ def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: 
     critic_optimizer = optax.chain(optax.clip_by_global_norm(100.0), optax.adam(config.critic_learning_rate))
     discrete = actor.discrete
     use_dynamics_gradient = config.gradient == "dynamics" and not discrete
+    if config.halt_threshold > 0 and config.halt_reward is None:
+        raise ValueError("halting needs a halt_reward (see dreamer.dream_losses.lowest_halt_reward)")
 
     def init() -> DreamState:
         actor_params = nnx.state(nnx.merge(actor_graph, actor_state), nnx.Param)

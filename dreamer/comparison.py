@@ -169,11 +169,11 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
     if offline_runs:
         results["arms"].append({
             "name": "offline", "label": "dream-trained (offline, fixed traces)", "algorithm": "dreamer fit + dream",
-            "budget_real_steps": offline_runs[0]["real_steps"], "runs": offline_runs,
+            "budget_real_steps": offline_runs[0]["real_steps"], "runs": offline_runs, "fixed_traces": True,
         })
         results["arms"].append({
             "name": "bc", "label": "behaviour cloning (offline, same traces)", "algorithm": "behaviour cloning",
-            "budget_real_steps": cloning_runs[0]["real_steps"], "runs": cloning_runs,
+            "budget_real_steps": cloning_runs[0]["real_steps"], "runs": cloning_runs, "fixed_traces": True,
         })
     for arm in results["arms"]:
         arm["summary"] = arm_summary(arm, task.reward_threshold, config.eval_every)
@@ -282,10 +282,11 @@ def _offline_run(config: CompareConfig, task: Task, seed: int, run_dir: Path) ->
         with RunDirectory(run_dir, run_config, resumable=False) as run:
             model = build_model_for_spaces("ensemble", task.observation_space, task.action_space,
                                            config.offline.ensemble, seed=seed)
-            fit_world_model(model, train, validation, config.offline.fit, seed=seed, run=run, progress=False)
+            # No checkpoints: a cut-short offline run stays pending, and starts over.
+            fit_world_model(model, train, validation, config.offline.fit, seed=seed, progress=False)
             provenance = {"traces": str(Path(config.offline_traces).absolute()), "split": split_record(0, SplitFractions())}
             save_model(run_dir, model, {"task": task.name, **provenance})
-            policy, _ = dream_offline(model, task, train, config.offline.dream, config.offline.updates, seed, run=run)
+            policy, _ = dream_offline(model, task, train, config.offline.dream, config.offline.updates, seed)
             save_policy(run_dir, policy.actor, task, {"trained_by": "dreamer compare (offline arm)", **provenance})
             summary = _fixed_file_summary(config, task, policy.actor, traces.episodes.num_steps, seed, started)
             run.write_summary(summary)
@@ -300,8 +301,9 @@ def _cloning_run(config: CompareConfig, task: Task, seed: int, run_dir: Path) ->
     if summary is None:
         started = time.perf_counter()
         traces = read_traces(config.offline_traces, task=task)
+        train, _ = fitting_episodes(traces.episodes, split_seed=0)  # the data the offline arm learns from
         with RunDirectory(run_dir, run_config, resumable=False) as run:
-            actor = clone_behaviour(task, traces.episodes, config.offline.bc, seed)
+            actor = clone_behaviour(task, train, config.offline.bc, seed)
             save_policy(run_dir, actor, task, {"trained_by": "dreamer compare (behaviour cloning)",
                                                "traces": str(Path(config.offline_traces).absolute())})
             summary = _fixed_file_summary(config, task, actor, traces.episodes.num_steps, seed, started)
@@ -311,16 +313,24 @@ def _cloning_run(config: CompareConfig, task: Task, seed: int, run_dir: Path) ->
 
 def _fixed_file_summary(config: CompareConfig, task: Task, actor, real_steps: int, seed: int, started: float) -> dict:
     """An offline arm's figures: its one policy is in force from the file's last step on,
-    the random policy before it."""
+    the random policy before it.
+
+    With one policy and nothing after it, no crossing can be seen to hold: real steps to
+    the threshold do not apply (null, and the report says so); the final return is the
+    figure. The curve ends with the policy's evaluation at the file's size.
+    """
     evaluation_seeds = reset_seeds(seed, config.eval_episodes, EVALUATION_STREAM)
     final = float(evaluation_episodes(task, actor, evaluation_seeds).returns().mean())
     random_return, _ = random_policy_return(task, evaluation_seeds, seed)
     evaluations = on_grid([{"real_steps": real_steps, "mean_return": final}], real_steps, config.eval_every,
                           random_return)
+    if evaluations[-1]["real_steps"] < real_steps:
+        evaluations.append({"real_steps": real_steps, "mean_return": final})
     return {
         "real_steps": real_steps,
         "wall_seconds": time.perf_counter() - started,
         **protocol_summary(evaluations, final, task.reward_threshold),
+        "steps_to_threshold": None,
     }
 
 

@@ -30,6 +30,15 @@ class Halted(NamedTuple):
     active: jax.Array
 
 
+def lowest_halt_reward(rewards, uncertainty_penalty: float, threshold: float) -> float:
+    """The reward of HALT: below every reward a dream that goes on can earn.
+
+    That is the lowest training reward, less the largest disagreement penalty a step
+    below the threshold can pay; with it, halting never pays more than going on.
+    """
+    return float(jnp.min(jnp.asarray(rewards))) - uncertainty_penalty * threshold
+
+
 def halt(rewards: jax.Array, continues: jax.Array, values: jax.Array, uncertainties: jax.Array,
          threshold: float, halt_reward: float, gamma: float) -> Halted:
     """Send a dream to MOReL's absorbing HALT state at its first unknown step.

@@ -19,28 +19,29 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from dreamer.actor_critic import DreamConfig
+from dreamer.dream_losses import lowest_halt_reward
 from dreamer.dreaming import PolicyInDreams
 from tasks.episodes import Episodes
 from tasks.registry import Task
 from tasks.run_directory import RunDirectory
 
 
-def halting(world_model: nnx.Module, train: Episodes, multiple: float) -> tuple[float, float]:
+def halting(world_model: nnx.Module, train: Episodes, multiple: float, uncertainty_penalty: float) -> tuple[float, float]:
     """The halting threshold and the reward of HALT for dreams started from ``train``.
 
     The threshold is ``multiple`` times the largest disagreement on the real training
-    transitions (0 when ``multiple`` is 0: halting off); HALT earns the lowest reward in
-    the training episodes, so a halted dream is never worth more than one that goes on.
+    transitions (0 when ``multiple`` is 0: halting off); HALT earns less than any step a
+    dream that goes on can earn (`lowest_halt_reward`), so halting never pays.
     """
-    halt_reward = float(np.min(train.rewards))
     if multiple <= 0:
-        return 0.0, halt_reward
+        return 0.0, lowest_halt_reward(train.rewards, uncertainty_penalty, 0.0)
     before, _ = train.transitions()
     observations = jnp.asarray(train.observations[before], dtype=jnp.float32)
     disagreement = jax.jit(lambda obs, act: world_model.uncertainty(world_model.initial_state(obs), act))(
         observations, jnp.asarray(train.actions)
     )
-    return float(multiple * np.max(np.asarray(disagreement))), halt_reward
+    threshold = float(multiple * np.max(np.asarray(disagreement)))
+    return threshold, lowest_halt_reward(train.rewards, uncertainty_penalty, threshold)
 
 
 def dream_offline(world_model: nnx.Module, task: Task, train: Episodes, config: DreamConfig, updates: int,
@@ -64,7 +65,9 @@ def dream_offline(world_model: nnx.Module, task: Task, train: Episodes, config: 
         The trained policy, and ``{"updates", "halt_threshold", "halt_reward",
         "uncertainty_penalty", "final_<metric>"...}``.
     """
-    halt_threshold, halt_reward = halting(world_model, train, halt_multiple)
+    halt_threshold, halt_reward = halting(world_model, train, halt_multiple, config.uncertainty_penalty)
+    if config.halt_reward is not None:  # set by the user: kept
+        halt_reward = config.halt_reward
     config = dataclasses.replace(config, halt_threshold=halt_threshold, halt_reward=halt_reward)
     policy = PolicyInDreams(world_model, task, train.acted_observations(), config, seed)
     manager = run.checkpoint_manager("dream") if run is not None else None

@@ -11,6 +11,7 @@ recorded as truncated.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -23,6 +24,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from dreamer.actor_critic import DreamConfig
+from dreamer.dream_losses import lowest_halt_reward
 from dreamer.dreaming import PolicyInDreams
 from policies.acting import ActorPolicy
 from policies.protocol import DEFAULT_EVAL_EVERY, on_grid, protocol_summary, random_policy_return
@@ -124,7 +126,7 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
             state = dict(restored["progress"])
             episodes = keep_first_episodes(traces_path, state["episodes"])
             model = build_model_for_spaces("ensemble", task.observation_space, task.action_space, config.ensemble, seed=config.seed)
-            policy = PolicyInDreams(model, task, episodes.acted_observations(), config.dream, config.seed)
+            policy = PolicyInDreams(model, task, episodes.acted_observations(), _dream_config(config, state), config.seed)
             model_state = nnx.state(model)
             restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
                 dream=policy.restore_args(),
@@ -170,7 +172,10 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
             fit = fit_world_model(model, train, validation, config.fit, seed=fit_key, progress=False)
             observations = train.acted_observations()
             if policy is None:
-                policy = PolicyInDreams(model, task, observations, config.dream, config.seed)
+                # HALT's reward comes from the first training data and stays fixed (the trainer compiles it in).
+                state["halt_reward"] = lowest_halt_reward(train.rewards, config.dream.uncertainty_penalty,
+                                                          config.dream.halt_threshold)
+                policy = PolicyInDreams(model, task, observations, _dream_config(config, state), config.seed)
             policy.set_start_observations(observations)
             dream = policy.train(model, config.dream_updates, dream_key, progress=progress)
 
@@ -240,6 +245,13 @@ def outcome_text(summary: dict, eval_episodes: int, out: str) -> str:
         + (f"; threshold {summary['reward_threshold']} held from {reached} real steps" if reached is not None else "")
         + f"\nwrote {out}"
     )
+
+
+def _dream_config(config: RunConfig, state: dict) -> DreamConfig:
+    """The run's dream settings, with HALT's reward from the data where halting is on."""
+    if config.dream.halt_threshold <= 0 or config.dream.halt_reward is not None:
+        return config.dream
+    return dataclasses.replace(config.dream, halt_reward=state["halt_reward"])
 
 
 def _explorer(policy: PolicyInDreams, explore: str) -> ActorPolicy:

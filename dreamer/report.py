@@ -82,6 +82,7 @@ def arm_summary(arm: dict, threshold: float | None, eval_every: int | None = Non
         "algorithm": arm.get("algorithm"),
         "seeds": [run.get("seed") for run in runs],
         "budget_real_steps": arm.get("budget_real_steps"),
+        "fixed_traces": bool(arm.get("fixed_traces")),
         "steps_to_threshold": {
             "iqm": iqm,
             "interval": interval,
@@ -426,6 +427,8 @@ def _every(value: int | str) -> str:
 def _steps_cell(summary: dict, threshold: float | None) -> str:
     if threshold is None:
         return "n/a"
+    if summary["fixed_traces"]:
+        return "n/a (one policy, after the whole file)"
     steps = summary["steps_to_threshold"]
     per_seed = ", ".join(("never" if value is None else _steps(value)) + ("†" if lost else "")
                          for value, lost in zip(steps["per_seed"], steps["lost_after_reaching"]))

@@ -47,7 +47,8 @@ def as_reals(values, field: str, path) -> np.ndarray:
     except (TypeError, ValueError):
         parsed = np.asarray([_parses_as_real(v) for v in array.reshape(-1)]).reshape(array.shape)
         _refuse_first(array, parsed, field, path, "is not a number")
-        raise  # unreachable: some value failed to parse above
+        # Every value parses one by one (numpy refuses some spellings Python takes, "1_000").
+        return np.asarray([float(v) for v in array.reshape(-1)], dtype=np.float64).reshape(array.shape)
 
 
 def as_integers(values, field: str, path, minimum: int | None = None, missing: int | None = None) -> np.ndarray:

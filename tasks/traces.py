@@ -279,8 +279,12 @@ def _dataset_folder(location: str | os.PathLike) -> Path:
 
 def _clear_leftovers(target: Path) -> None:
     """Remove killed writers' staging folders next to ``target``; finish an interrupted swap."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(writing|replaced)-\d+$")
     for leftover in sorted(target.parent.glob(f".{glob.escape(target.name)}.*")):
-        kind = leftover.name[len(target.name) + 2:].split("-")[0]
+        match = pattern.match(leftover.name)
+        if match is None:
+            continue  # not a writer's leftover (another dataset's name may start like this one)
+        kind = match.group(1)
         if kind == "replaced" and not target.exists():
             leftover.rename(target)  # killed between the two renames of a swap: the old data is back
         elif kind in ("writing", "replaced"):
@@ -311,7 +315,11 @@ def _swap_in(staging: Path, target: Path) -> None:
     """Replace ``target`` by ``staging``; a kill between the renames is undone by the next writer."""
     retired = target.with_name(f".{target.name}.replaced-{os.getpid()}")
     target.rename(retired)
-    staging.rename(target)
+    try:
+        staging.rename(target)
+    except BaseException:
+        retired.rename(target)  # the old data stays where readers look for it
+        raise
     shutil.rmtree(retired, ignore_errors=True)
 
 

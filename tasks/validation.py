@@ -93,7 +93,8 @@ def _check_in_space(values: np.ndarray, space: gym.Space, where: str, field: str
         # A little slack: values written as float64 and read back as float32 may round
         # just past a bound.
         high, low = np.asarray(space.high, np.float64), np.asarray(space.low, np.float64)
-        tolerance = 1e-6 * np.maximum(1.0, np.abs(np.where(np.isfinite(high), high, 0.0)))
+        magnitude = np.maximum(np.abs(np.where(np.isfinite(high), high, 0.0)), np.abs(np.where(np.isfinite(low), low, 0.0)))
+        tolerance = 1e-6 * np.maximum(1.0, magnitude)
         finite = np.isfinite(values) if field == "action" else ~np.isnan(values)
         valid = finite & (values >= low - tolerance) & (values <= high + tolerance)
     _refuse_step(values, valid, space, where, f"{field} is outside the {field} space {space}", path)

@@ -35,6 +35,10 @@ class DreamCommandConfig:
     resume: bool = option(False, help="continue a killed run in --out from its last checkpoint")
     seed: int = option(0, help="seed of the networks and of the dreams")
 
+    def __post_init__(self):
+        if self.halt_multiple > 0 and self.dream.gamma >= 1:
+            raise ValueError("halting (--halt-multiple above 0) needs --dream.gamma below 1")
+
 
 def run(config: DreamCommandConfig) -> tuple[dict, str]:
     started = time.perf_counter()

@@ -66,7 +66,9 @@ def test_compare_writes_a_reproducible_report_and_reuses_finished_runs(cli, tmp_
     assert [run["real_steps"] for run in offline["runs"]] == [fixed_steps, fixed_steps]
     # every arm on the same grid, 0, 1,024, ... up to its budget; the offline arm's one policy
     # is in force from the file's last step, the random policy before it
-    assert [e["real_steps"] for e in offline["runs"][0]["evaluations"]] == list(range(0, fixed_steps + 1, 1024))
+    grid = list(range(0, fixed_steps + 1, 1024))
+    assert [e["real_steps"] for e in offline["runs"][0]["evaluations"]] == grid + ([fixed_steps] if grid[-1] < fixed_steps else [])
+    assert offline["summary"]["fixed_traces"] and offline["runs"][0]["steps_to_threshold"] is None
     assert "--offline-traces" in results["command"] and "--offline.updates 20" in results["command"]
     assert [run["seed"] for run in dream["runs"]] == [0, 1]
     assert all(run["real_steps"] == 200 for run in dream["runs"])

@@ -54,7 +54,8 @@ def test_dreams_halt_by_default_at_twice_the_largest_disagreement_on_training_tr
 
     assert summary["halt_threshold"] > 0
     assert summary["halt_threshold"] == pytest.approx(2.0 * float(np.max(disagreement)), rel=1e-5)
-    assert summary["halt_reward"] == pytest.approx(float(np.min(train.rewards)))  # HALT earns the lowest reward
+    # HALT earns less than any step that goes on: the lowest reward, less the largest penalty
+    assert summary["halt_reward"] == pytest.approx(float(np.min(train.rewards)) - 1.0 * summary["halt_threshold"])
     assert summary["uncertainty_penalty"] == 1.0
 
 

@@ -18,7 +18,8 @@ import pytest
 from flax import nnx
 
 from dreamer.actor_critic import DreamConfig, make_dream_trainer, make_networks, start_states
-from dreamer.dream_losses import critic_loss, halt, policy_log_probs, score_function_objective
+from dreamer.commands.dream import DreamCommandConfig
+from dreamer.dream_losses import critic_loss, halt, lowest_halt_reward, policy_log_probs, score_function_objective
 from dreamer.returns import lambda_returns
 from policies.networks import Actor, NetworkConfig
 from tasks.registry import get_task
@@ -143,3 +144,22 @@ def test_the_target_critic_moves_by_the_target_rate_towards_the_critic(pendulum_
     expected = optax.incremental_update(after.critic, state.target_critic, 0.25)
     for got, want in zip(jax.tree.leaves(after.target_critic), jax.tree.leaves(expected)):
         np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_halts_reward_is_below_anything_a_dream_that_goes_on_can_earn():
+    # the lowest training reward, less the largest penalty a step under the threshold pays
+    assert lowest_halt_reward(jnp.array([-1.0, -5.0, 2.0]), 0.5, 2.0) == pytest.approx(-6.0)
+
+
+def test_halting_needs_a_discount_below_one_and_a_halt_reward():
+    with pytest.raises(ValueError, match="gamma below 1"):
+        DreamConfig(halt_threshold=1.0, gamma=1.0)
+    with pytest.raises(ValueError, match="gamma below 1"):
+        DreamCommandConfig(world_model="m", out="o", dream=DreamConfig(gamma=1.0))
+    task = get_task("pendulum")
+    config = DreamConfig(halt_threshold=1.0, network=NetworkConfig(hidden_size=8, hidden_layers=1))
+    model = build_model("ensemble", task.observation_space.shape, 1, False,
+                        EnsembleConfig(members=2, elites=1, hidden_size=8, hidden_layers=1, termination_hidden=4))
+    actor, critic = make_networks(3, task.action_space, config, seed=0)
+    with pytest.raises(ValueError, match="halt_reward"):
+        make_dream_trainer(nnx.graphdef(model), actor, critic, config)
