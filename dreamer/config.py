@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from tasks.config import check_bounds, coerce, field_hints, is_section, option  # noqa: F401 (option: re-exported)
+from tasks.config import check_bounds, coerce, field_hints, is_section
 from tasks.errors import InputError
 
 # Names the command line keeps for itself; config fields may not use them.

@@ -96,10 +96,6 @@ class RunDirectory:
             self.commit()
         self._release(remove=not self.committed)
 
-    def close(self) -> None:
-        """Leave the run as it is (commit it), flushing its logs and releasing its lock."""
-        self.__exit__(None, None, None)
-
     @property
     def checkpoint_path(self) -> Path:
         return (self.path / "checkpoints").absolute()

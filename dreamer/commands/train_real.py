@@ -8,7 +8,7 @@ same ``--seed``), at every point of the ``--eval-every`` grid.
 from __future__ import annotations
 
 from dreamer.online import outcome_text
-from policies.baselines import TrainRealConfig, chosen_algorithm, default_algorithm, train_baseline  # noqa: F401
+from policies.baselines import TrainRealConfig, train_baseline
 
 
 def run(config: TrainRealConfig) -> tuple[dict, str]:
