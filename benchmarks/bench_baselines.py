@@ -1,12 +1,16 @@
-"""Real-trained baselines against the usual marks, measured as the dream arm is.
+"""Real-trained baselines side by side, measured through the evaluation protocol.
 
-    python benchmarks/bench_baselines.py                      # SAC Pendulum and PPO CartPole, seeds 0 1 2
-    python benchmarks/bench_baselines.py --only sac --seeds 0
+    python benchmarks/bench_baselines.py --task pendulum --algos sac sb3:SAC   # seeds 100-109
+    python benchmarks/bench_baselines.py --task cartpole --algos ppo sb3:PPO --seeds 3
 
-Runs ``dreamer train-real`` per seed (one after another) and prints one JSON object:
-per run the real steps from which the threshold was held, the first evaluation at or
-above it, the final mean return (10 fresh reset seeds, deterministic policy, every
-1,000 real steps), and the wall time; then the median and range over seeds.
+Trains each algorithm on the task for the comparison's real-arm budget (Pendulum 20,000,
+CartPole 100,000 real steps), one seed after another, into ``--out``/runs/real-ALGO-seedS:
+the run directories `dreamer compare` writes, so pointing ``--out`` at a comparison's
+report folder reuses its finished real arm. ``sb3:*`` and ``sbx:*`` need the
+``[baselines]`` extra. Prints one JSON object: each algorithm's summary (IQM of real
+steps to the threshold with its 95% interval and per-seed values, final returns, wall
+times) and, for the first two algorithms, the ratio of their IQMs and whether they lie
+within 30% of each other.
 """
 
 from __future__ import annotations
@@ -14,60 +18,44 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_online import spread  # noqa: E402
-from command_line import dreamer_json  # noqa: E402
 from machine import machine_info  # noqa: E402
 
-# The marks of the comparison issue: SAC holds -200 on Pendulum within 8,000 steps; PPO
-# first reaches 475 on CartPole within 30,000 and ends at or above it at 100,000.
-BASELINES = {
-    "sac": {"task": "pendulum", "steps": 20000},
-    "ppo": {"task": "cartpole", "steps": 100000},
-}
-
-
-def first_reach(evaluations: list[dict], threshold: float) -> int | None:
-    return next((e["real_steps"] for e in evaluations if e["mean_return"] >= threshold), None)
-
-
-def run_baseline(algo: str, seed: int, out: Path) -> dict:
-    setting = BASELINES[algo]
-    summary = dreamer_json("train-real", "--task", setting["task"], "--algo", algo, "--steps", setting["steps"],
-                           "--seed", seed, "--out", out / f"{algo}-{setting['task']}-seed{seed}")
-    return {
-        "seed": seed,
-        "steps_to_threshold": summary["steps_to_threshold"],
-        "first_reach": first_reach(summary["evaluations"], summary["reward_threshold"]),
-        "final_mean_return": summary["final_mean_return"],
-        "real_steps": summary["real_steps"],
-        "wall_seconds": summary["wall_seconds"],
-        "evaluations": summary["evaluations"],
-    }
+from dreamer.comparison import CompareConfig, algo_slug, real_run  # noqa: E402
+from dreamer.report import arm_summary  # noqa: E402
+from policies.baselines import chosen_algorithm  # noqa: E402
+from tasks.registry import get_task  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=sorted(BASELINES), help="run one baseline only")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", help="folder for the run directories (default: a temporary one)")
+    parser.add_argument("--task", default="pendulum")
+    parser.add_argument("--algos", nargs="+", default=["sac", "sb3:SAC"])
+    parser.add_argument("--seed", type=int, default=100, help="first seed (default: 100, untuned)")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--real-steps", type=int, help="real steps per run (default: the comparison's real-arm budget)")
+    parser.add_argument("--out", help="report folder (default: reports/TASK, where bench_compare.py writes)")
     args = parser.parse_args()
-    out = Path(args.out or tempfile.mkdtemp(prefix="dreamer-baselines-"))
-    results = {}
-    for algo in [args.only] if args.only else sorted(BASELINES):
-        runs = [run_baseline(algo, seed, out) for seed in args.seeds]
-        results[algo] = {
-            **BASELINES[algo],
-            "runs": runs,
-            "steps_to_threshold": spread([r["steps_to_threshold"] for r in runs]),
-            "first_reach": spread([r["first_reach"] for r in runs]),
-            "final_mean_return": spread([r["final_mean_return"] for r in runs]),
-            "wall_seconds": spread([r["wall_seconds"] for r in runs]),
-        }
-    print(json.dumps({"machine": machine_info(), "seeds": args.seeds, "baselines": results}, indent=2))
+    task = get_task(args.task)
+    config = CompareConfig(task=args.task, out=args.out, seed=args.seed, seeds=args.seeds, real_steps=args.real_steps)
+    seeds = range(args.seed, args.seed + args.seeds)
+    summaries = {}
+    for algo in args.algos:
+        algo = chosen_algorithm(task, algo)
+        runs = [real_run(config, algo, seed, config.out_dir / "runs" / f"real-{algo_slug(algo)}-seed{seed}")
+                for seed in seeds]
+        arm = {"name": algo, "algorithm": algo, "budget_real_steps": config.real_budget, "runs": runs}
+        summaries[algo] = arm_summary(arm, task.reward_threshold, config.eval_every)
+    result = {"machine": machine_info(), "task": task.name, "reward_threshold": task.reward_threshold,
+              "seeds": list(seeds), "real_steps": config.real_budget, "baselines": summaries}
+    if len(summaries) >= 2:
+        first, second = (summaries[a]["steps_to_threshold"]["iqm"] for a in list(summaries)[:2])
+        ratio = second / first if first and second else None
+        result["iqm_ratio"] = {"of": list(summaries)[:2], "ratio": ratio,
+                               "within_30_percent": None if ratio is None else bool(1 / 1.3 <= ratio <= 1.3)}
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

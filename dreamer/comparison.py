@@ -24,7 +24,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Literal
 
 import jax
 import numpy as np
@@ -35,7 +34,7 @@ from dreamer.offline import dream_offline
 from dreamer.online import RunConfig, run_online
 from dreamer.provenance import machine_info, package_versions, source_commit
 from dreamer.report import RESULTS_FORMAT, arm_summary, render_report
-from policies.baselines import TrainRealConfig, chosen_algorithm, train_baseline
+from policies.baselines import Algorithm, TrainRealConfig, algo_label, chosen_algorithm, train_baseline
 from policies.behaviour_cloning import BehaviourCloningConfig, clone_behaviour
 from policies.protocol import DEFAULT_EVAL_EVERY, on_grid, protocol_summary, random_policy_return
 from policies.real_training import evaluation_episodes
@@ -81,8 +80,8 @@ class CompareConfig:
                                                 "3000 for cartpole, 3000 otherwise)")
     real_steps: int | None = option(None, min=1, help="real steps of the real-trained arm, at least 10x --dream-steps "
                                                "(default: 20000 for pendulum, 100000 for cartpole, and at least 10x)")
-    algo: Literal["ppo", "sac"] | None = option(None, help="real-trained algorithm: ppo or sac (default: sac for continuous actions, "
-                                         "ppo for discrete)")
+    algo: Algorithm | None = option(None, help="real-trained algorithm: ppo or sac (default: sac for continuous actions, "
+                                               "ppo for discrete); sb3:SAC, sb3:PPO or sbx:SAC with the [baselines] extra")
     heldout_traces: str | None = option(None, help="trace file whose held-out episodes the dream policy replays "
                                                    "(default: record --heldout-episodes random episodes)")
     heldout_episodes: int = option(10, min=1, help="random episodes recorded as the held-out set")
@@ -125,8 +124,8 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
     for number, seed in enumerate(seeds, 1):
         _say(f"seed {seed} ({number}/{len(seeds)}): dream-trained arm, {config.dream_budget} real steps")
         dream_runs.append(_dream_run(config, seed, out / "runs" / f"dream-seed{seed}"))
-        _say(f"seed {seed} ({number}/{len(seeds)}): real-trained arm ({algo.upper()}), {config.real_budget} real steps")
-        real_runs.append(_real_run(config, algo, seed, out / "runs" / f"real-{algo}-seed{seed}"))
+        _say(f"seed {seed} ({number}/{len(seeds)}): real-trained arm ({algo_label(algo)}), {config.real_budget} real steps")
+        real_runs.append(real_run(config, algo, seed, out / "runs" / f"real-{algo_slug(algo)}-seed{seed}"))
         if config.offline_traces:
             _say(f"seed {seed} ({number}/{len(seeds)}): offline arm, dreams from {config.offline_traces}")
             offline_runs.append(_offline_run(config, task, seed, out / "runs" / f"offline-seed{seed}"))
@@ -159,7 +158,7 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
         "arms": [
             {"name": "dream", "label": "dream-trained (online loop)", "algorithm": "dreamer run",
              "budget_real_steps": config.dream_budget, "runs": dream_runs},
-            {"name": "real", "label": f"real-trained ({algo.upper()})", "algorithm": algo,
+            {"name": "real", "label": f"real-trained ({algo_label(algo)})", "algorithm": algo,
              "budget_real_steps": config.real_budget, "runs": real_runs},
         ],
         "heldout": {"arm": "dream", "seed": seeds[0], "traces": str(heldout_location(config, out)),
@@ -248,7 +247,13 @@ def _dream_run(config: CompareConfig, seed: int, run_dir: Path) -> dict:
     return _run_record(seed, run_dir, summary)
 
 
-def _real_run(config: CompareConfig, algo: str, seed: int, run_dir: Path) -> dict:
+def algo_slug(algo: str) -> str:
+    """An algorithm's part of a run directory's name: sac, sb3-sac."""
+    return algo.lower().replace(":", "-")
+
+
+def real_run(config: CompareConfig, algo: str, seed: int, run_dir: Path) -> dict:
+    """One seed of the real-trained arm in ``run_dir``, reused when it already finished there."""
     run_config = TrainRealConfig(task=config.task, out=str(run_dir), algo=algo, steps=config.real_budget,
                                  eval_every=config.eval_every, eval_episodes=config.eval_episodes, seed=seed)
     summary = _finished(run_dir, run_config)

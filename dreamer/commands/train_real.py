@@ -8,13 +8,13 @@ same ``--seed``), at every point of the ``--eval-every`` grid.
 from __future__ import annotations
 
 from dreamer.online import outcome_text
-from policies.baselines import TrainRealConfig, train_baseline
+from policies.baselines import TrainRealConfig, algo_label, train_baseline
 
 
 def run(config: TrainRealConfig) -> tuple[dict, str]:
     summary = train_baseline(config)
     text = (
-        f"{summary['task']} {summary['algorithm'].upper()}: {summary['real_steps']} real steps "
+        f"{summary['task']} {algo_label(summary['algorithm'])}: {summary['real_steps']} real steps "
         f"(+{summary['eval_steps']} for evaluation), {summary['wall_seconds']:.0f} s\n"
         + outcome_text(summary, config.eval_episodes, config.out)
     )
