@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import shlex
 import shutil
 import sys
 import time
@@ -43,7 +44,7 @@ from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.json_files import read_json_object
 from tasks.recording import EVALUATION_STREAM, HELDOUT_STREAM, RandomPolicy, record_episodes, reset_seeds
-from tasks.registry import Task, get_task
+from tasks.registry import ENV_KWARGS_HELP, TASK_HELP, Task, get_task
 from tasks.run_directory import CONFIG_FILE, SUMMARY_FILE, RunDirectory, config_to_dict, read_run_config
 from tasks.splits import SplitFractions, fitting_episodes, heldout_episodes, split_record
 from tasks.traces import read_traces, write_traces
@@ -73,7 +74,8 @@ class OfflineArmConfig:
 
 @config
 class CompareConfig:
-    task: str = option(help="task name or gym:ENV_ID")
+    task: str = option(help=TASK_HELP)
+    env_kwargs: dict = option({}, help=ENV_KWARGS_HELP)
     out: str | None = option(None, help="report folder (default: reports/TASK)")
     seeds: int = option(3, min=1, help="seeds per arm: --seed, --seed + 1, ...")
     dream_steps: int | None = option(None, min=1, help="real steps of the dream-trained arm (default: 2000 for pendulum, "
@@ -107,7 +109,7 @@ class CompareConfig:
 
 def compare(config: CompareConfig, command: str | None = None) -> dict:
     """Run both arms over the seeds, measure, write results.json and the report; returns results."""
-    task = get_task(config.task)
+    task = get_task(config.task, config.env_kwargs)
     if config.real_budget < MIN_BUDGET_RATIO * config.dream_budget:
         raise InputError("--real-steps", f"the real-trained arm needs at least {MIN_BUDGET_RATIO}x the dream arm's "
                                          f"{config.dream_budget} real steps, got {config.real_budget}")
@@ -190,7 +192,7 @@ def command_line(config: CompareConfig) -> str:
     for name, value in budgets.items():
         words += ["--" + name.replace("_", "-"), value]
     words += _changed_flags(config, CompareConfig(task=config.task), skip={"task", *budgets})
-    return " ".join(map(str, words))
+    return shlex.join(map(str, words))
 
 
 def _changed_flags(config, default, skip=frozenset(), prefix: str = "") -> list:
@@ -205,6 +207,8 @@ def _changed_flags(config, default, skip=frozenset(), prefix: str = "") -> list:
             flags += _changed_flags(value, default_value, prefix=flag + ".")
         elif isinstance(value, bool):
             flags.append(f"--{flag}" if value else f"--no-{flag}")
+        elif isinstance(value, dict):
+            flags += [f"--{flag}", json.dumps(value)]
         else:
             flags += [f"--{flag}", value]
     return flags
@@ -238,7 +242,7 @@ def _heldout_set(config: CompareConfig, task: Task, out: Path):
 
 
 def _dream_run(config: CompareConfig, seed: int, run_dir: Path) -> dict:
-    run_config = RunConfig(task=config.task, out=str(run_dir), real_steps=config.dream_budget,
+    run_config = RunConfig(task=config.task, env_kwargs=config.env_kwargs, out=str(run_dir), real_steps=config.dream_budget,
                            eval_episodes=config.eval_episodes, eval_every=config.eval_every, seed=seed)
     summary = _finished(run_dir, run_config)
     if summary is None:
@@ -254,7 +258,7 @@ def algo_slug(algo: str) -> str:
 
 def real_run(config: CompareConfig, algo: str, seed: int, run_dir: Path) -> dict:
     """One seed of the real-trained arm in ``run_dir``, reused when it already finished there."""
-    run_config = TrainRealConfig(task=config.task, out=str(run_dir), algo=algo, steps=config.real_budget,
+    run_config = TrainRealConfig(task=config.task, env_kwargs=config.env_kwargs, out=str(run_dir), algo=algo, steps=config.real_budget,
                                  eval_every=config.eval_every, eval_episodes=config.eval_episodes, seed=seed)
     summary = _finished(run_dir, run_config)
     if summary is None:  # a real-trained run that was cut short starts over (train-real clears it)
@@ -290,7 +294,7 @@ def _offline_run(config: CompareConfig, task: Task, seed: int, run_dir: Path) ->
             # No checkpoints: a cut-short offline run stays pending, and starts over.
             fit_world_model(model, train, validation, config.offline.fit, seed=seed, progress=False)
             provenance = {"traces": str(Path(config.offline_traces).absolute()), "split": split_record(0, SplitFractions())}
-            save_model(run_dir, model, {"task": task.name, **provenance})
+            save_model(run_dir, model, {**task.record(), **provenance})
             policy, _ = dream_offline(model, task, train, config.offline.dream, config.offline.updates, seed)
             save_policy(run_dir, policy.actor, task, {"trained_by": "dreamer compare (offline arm)", **provenance})
             summary = _fixed_file_summary(config, task, policy.actor, traces.episodes.num_steps, seed, started)

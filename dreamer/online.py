@@ -38,7 +38,7 @@ from tasks.recording import (
     record_episodes,
     reset_seeds,
 )
-from tasks.registry import Task, get_task
+from tasks.registry import ENV_KWARGS_HELP, TASK_HELP, Task, get_task
 from tasks.run_directory import RunDirectory
 from tasks.splits import SplitFractions, fitting_episodes, split_record
 from tasks.traces import append_traces, keep_first_episodes, write_traces
@@ -52,8 +52,9 @@ DEFAULT_RANDOM_STEPS = {"pendulum": 400}
 
 @config
 class RunConfig:
-    task: str = option(help="task name or gym:ENV_ID")
+    task: str = option(help=TASK_HELP)
     out: str = option(help="run directory to write")
+    env_kwargs: dict = option({}, help=ENV_KWARGS_HELP)
     real_steps: int = option(3000, min=1, help="hard cap on real environment steps used for learning")
     random_steps: int | None = option(None, min=1, help="the first round acts randomly for at least this many steps "
                                                  "(default: 400 for pendulum, 200 otherwise)")
@@ -105,7 +106,7 @@ def run_online(config: RunConfig, progress: bool | None = None) -> dict:
     """Run the online loop to its real-step budget; returns the summary it writes."""
     started = time.perf_counter()
     progress = sys.stderr.isatty() if progress is None else progress
-    task = get_task(config.task)
+    task = get_task(config.task, config.env_kwargs)
     with RunDirectory(config.out, config, resume=config.resume) as run:
         return _run_rounds(config, task, run, started, progress)
 
@@ -202,7 +203,7 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
             }
             run.log(state["real_steps"], metrics)
             bar.set_postfix(real_return=f"{returns.mean():.1f}")
-            save_model(config.out, model, {"task": task.name, "traces": str(traces_path.absolute()),
+            save_model(config.out, model, {**task.record(), "traces": str(traces_path.absolute()),
                                            "split": split_record(config.split_seed, config.fractions)})
             # The round's world model sits in the same checkpoint as the policy and progress,
             # so a resumed run never pairs one round's model with another round's policy.

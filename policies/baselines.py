@@ -27,7 +27,7 @@ from policies.stable_baselines import is_stable_baselines, train_stable_baseline
 from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.recording import EVALUATION_STREAM, REAL_TRAINING_STREAM, reset_seeds
-from tasks.registry import get_task
+from tasks.registry import ENV_KWARGS_HELP, TASK_HELP, get_task
 from tasks.run_directory import RunDirectory
 
 
@@ -38,8 +38,9 @@ Algorithm = Literal["ppo", "sac", "sb3:SAC", "sb3:PPO", "sbx:SAC"]
 class TrainRealConfig:
     """A real-trained baseline: which algorithm, how many real steps, how it is evaluated."""
 
-    task: str = option(help="task name or gym:ENV_ID")
+    task: str = option(help=TASK_HELP)
     out: str = option(help="run directory to write")
+    env_kwargs: dict = option({}, help=ENV_KWARGS_HELP)
     algo: Algorithm | None = option(None, help="ppo or sac (default: sac for continuous actions, ppo for discrete); "
                                                "sb3:SAC, sb3:PPO or sbx:SAC with the [baselines] extra")
     steps: int = option(20000, min=1, help="real environment steps to train for (rounded up to whole rollouts)")
@@ -74,7 +75,7 @@ def train_baseline(config: TrainRealConfig) -> dict:
     project never loads): its run keeps the summary and the log.
     """
     started = time.perf_counter()
-    task = get_task(config.task)
+    task = get_task(config.task, config.env_kwargs)
     algo = chosen_algorithm(task, config.algo)
     evaluation_seeds = reset_seeds(config.seed, config.eval_episodes, EVALUATION_STREAM)
     with RunDirectory(config.out, config, resumable=False) as run_dir:

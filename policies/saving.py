@@ -17,7 +17,7 @@ from policies.networks import Actor, NetworkConfig
 from tasks.errors import InputError
 from tasks.json_files import read_json_object
 from tasks.module_state import restore_module_state, save_module_state
-from tasks.registry import Task, get_task
+from tasks.registry import Task, task_from_record
 
 POLICY_FILE = "policy.json"
 SPEC_FIELDS = {"task": str, "features": str, "feature_size": int, "network": dict}
@@ -27,7 +27,7 @@ def save_policy(run_dir: str | Path, actor: Actor, task: Task, provenance: dict[
     """Write ``policy.json`` and the actor's state into ``run_dir``, replacing older ones."""
     run_dir = Path(run_dir)
     spec = {
-        "task": task.name,
+        **task.record(),
         "features": "observation",
         "feature_size": int(actor.input_norm.mean[...].shape[0]),
         "network": dataclasses.asdict(actor.config),
@@ -45,7 +45,7 @@ def load_policy(run_dir: str | Path) -> tuple[Actor, Task, dict[str, Any]]:
     spec = read_json_object(path, SPEC_FIELDS, "a saved policy")
     if spec["feature_size"] < 1:
         raise InputError(path, f"is damaged: feature_size must be at least 1, got {spec['feature_size']}")
-    task = get_task(spec["task"])
+    task = task_from_record(spec)
     try:
         actor = Actor(spec["feature_size"], task.action_space, NetworkConfig(**spec["network"]), nnx.Rngs(0))
     except (TypeError, ValueError) as error:

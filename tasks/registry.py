@@ -2,13 +2,19 @@
 
 A task is a gymnasium environment id plus what the rest of the framework needs to know
 about it: the episode horizon, the return that counts as solved, and whether it is
-observed through vectors or camera frames. Any gymnasium id works as ``gym:ENV_ID``.
+observed through vectors or camera frames. Any gymnasium id works as ``gym:ENV_ID``, and
+a user's own environment as ``gym:MODULE:ENV_ID`` (gymnasium's convention: MODULE is
+imported first, and registers ENV_ID). Keyword arguments for ``gym.make`` (``--env-kwargs``)
+belong to the task: every environment made for it gets them, and every file that records
+the task (trace files, saved models and policies) records them with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
+import json
 import logging
 import warnings
 from typing import Any, Literal
@@ -31,6 +37,8 @@ class Task:
         horizon: steps after which an episode is truncated.
         reward_threshold: the mean return that counts as solving the task, if any.
         observation_kind: ``vector`` for flat observations, ``image`` for camera frames.
+        env_kwargs_json: keyword arguments for ``gym.make``, as canonical JSON (so a task
+            stays hashable and two tasks with the same arguments are equal).
     """
 
     name: str
@@ -38,19 +46,28 @@ class Task:
     horizon: int
     reward_threshold: float | None
     observation_kind: ObservationKind = "vector"
+    env_kwargs_json: str = "{}"
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        return json.loads(self.env_kwargs_json)
 
     def make_env(self, **kwargs: Any) -> gym.Env:
         """A fresh real environment, truncated at the task's horizon."""
         _route_mujoco_warnings(self.env_id)
-        return gym.make(self.env_id, max_episode_steps=self.horizon, **kwargs)
+        return gym.make(self.env_id, max_episode_steps=self.horizon, **self.env_kwargs, **kwargs)
 
     @property
     def observation_space(self) -> gym.Space:
-        return _spaces(self.env_id)[0]
+        return _spaces(self.env_id, self.env_kwargs_json)[0]
 
     @property
     def action_space(self) -> gym.Space:
-        return _spaces(self.env_id)[1]
+        return _spaces(self.env_id, self.env_kwargs_json)[1]
+
+    def record(self) -> dict[str, Any]:
+        """What a saved file keeps of the task, for `task_from_record`."""
+        return {"task": self.name, **({"env_kwargs": self.env_kwargs} if self.env_kwargs else {})}
 
     @property
     def discrete_actions(self) -> bool:
@@ -68,20 +85,47 @@ TASKS: dict[str, Task] = {
 }
 
 GYM_PREFIX = "gym:"
+TASK_HELP = "task name, gym:ENV_ID for any gymnasium id, or gym:MODULE:ENV_ID for one that MODULE registers"
+ENV_KWARGS_HELP = "keyword arguments for gym.make, a JSON object such as '{\"g\": 5.0}'"
 
 
-def get_task(name: str) -> Task:
-    """The task called ``name``: a registry name or ``gym:ENV_ID``.
+def get_task(name: str, env_kwargs: dict[str, Any] | None = None) -> Task:
+    """The task called ``name``: a registry name, ``gym:ENV_ID`` or ``gym:MODULE:ENV_ID``,
+    its environments made with ``env_kwargs``.
 
     Raises:
-        InputError: the name is neither registered nor a gymnasium id.
+        InputError: the name is neither registered nor a gymnasium id, MODULE cannot be
+            imported, or the environment refuses ``env_kwargs``.
     """
     if name in TASKS:
-        return TASKS[name]
-    if name.startswith(GYM_PREFIX):
-        return _task_from_gym_id(name[len(GYM_PREFIX) :], name)
-    known = ", ".join(sorted(TASKS))
-    raise InputError(name, f"unknown task (known: {known}, or gym:ENV_ID for any gymnasium id)")
+        task = TASKS[name]
+    elif name.startswith(GYM_PREFIX):
+        task = _task_from_gym_id(name[len(GYM_PREFIX) :], name)
+    else:
+        known = ", ".join(sorted(TASKS))
+        raise InputError(name, f"unknown task (known: {known}, gym:ENV_ID for any gymnasium id, "
+                               "or gym:MODULE:ENV_ID for one that MODULE registers)")
+    return _with_kwargs(task, env_kwargs) if env_kwargs else task
+
+
+def task_from_record(record: dict[str, Any]) -> Task:
+    """The task a saved file recorded with `Task.record`."""
+    return get_task(record["task"], record.get("env_kwargs"))
+
+
+def _with_kwargs(task: Task, env_kwargs: dict[str, Any]) -> Task:
+    if not isinstance(env_kwargs, dict):
+        raise InputError("--env-kwargs", f"must be a JSON object of keyword arguments, got {env_kwargs!r}")
+    try:
+        canonical = json.dumps(env_kwargs, sort_keys=True)
+    except TypeError as error:
+        raise InputError("--env-kwargs", f"must be JSON values ({error})") from None
+    task = dataclasses.replace(task, env_kwargs_json=canonical)
+    try:
+        task.observation_space  # noqa: B018 - makes one environment with the arguments
+    except (TypeError, ValueError) as error:
+        raise InputError("--env-kwargs", f"{task.env_id} does not take them: {error}") from None
+    return task
 
 
 def task_for_env_id(env_id: str) -> Task:
@@ -121,6 +165,12 @@ def spaces_equal(a: gym.Space, b: gym.Space) -> bool:
 
 
 def _task_from_gym_id(env_id: str, name: str) -> Task:
+    if ":" in env_id:  # MODULE:ENV_ID: the module registers the environment when imported
+        module, env_id = env_id.rsplit(":", 1)
+        try:
+            importlib.import_module(module)
+        except Exception as error:
+            raise InputError(name, f"cannot import {module} ({type(error).__name__}: {error})") from None
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as error:
@@ -165,11 +215,11 @@ def _route_mujoco_warnings(env_id: str) -> None:
 
 
 @functools.cache
-def _spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
+def _spaces(env_id: str, env_kwargs_json: str = "{}") -> tuple[gym.Space, gym.Space]:
     # Making an environment can take a while (MuJoCo compiles its model), so the spaces
-    # are read once per id and kept.
+    # are read once per id and arguments and kept.
     _route_mujoco_warnings(env_id)
-    env = gym.make(env_id)
+    env = gym.make(env_id, **json.loads(env_kwargs_json))
     try:
         return env.observation_space, env.action_space
     finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ from tasks.validation import check_supported_spaces, validate_episode, validate_
 DATA_FORMATS = ("hdf5", "arrow")
 METADATA_FILE = "metadata.json"
 TASK_METADATA_KEY = "dreamer_task"
+ENV_KWARGS_METADATA_KEY = "dreamer_env_kwargs"  # the task's --env-kwargs, as JSON
 LOCK_TIMEOUT_VARIABLE = "DREAMER_LOCK_TIMEOUT"  # seconds a writer waits for another (default 600)
 
 
@@ -341,6 +343,7 @@ def _write_dataset(folder: Path, episodes: Episodes, task: Task, data_format: st
             "minari_version": minari.__version__,
             "algorithm_name": algorithm_name,
             TASK_METADATA_KEY: task.name,
+            ENV_KWARGS_METADATA_KEY: task.env_kwargs_json,
         }
     )
 
@@ -355,7 +358,7 @@ def _open_storage(data_path: Path, shown: str) -> MinariStorage:
 def _recorded_task(metadata: dict) -> Task | None:
     try:
         if metadata.get(TASK_METADATA_KEY):
-            return get_task(metadata[TASK_METADATA_KEY])
+            return get_task(metadata[TASK_METADATA_KEY], json.loads(metadata.get(ENV_KWARGS_METADATA_KEY) or "{}"))
         env_spec = metadata.get("env_spec")
         if env_spec:
             return task_for_env_id(gym.envs.registration.EnvSpec.from_json(env_spec).id)
@@ -404,7 +407,8 @@ def _episode_buffers(episodes: Episodes) -> list[EpisodeBuffer]:
 
 
 def _env_spec(task: Task) -> gym.envs.registration.EnvSpec:
-    return dataclasses.replace(gym.spec(task.env_id), max_episode_steps=task.horizon)
+    spec = gym.spec(task.env_id)
+    return dataclasses.replace(spec, max_episode_steps=task.horizon, kwargs={**spec.kwargs, **task.env_kwargs})
 
 
 def _dataset_id(out: Path) -> str:

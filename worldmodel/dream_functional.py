@@ -33,7 +33,7 @@ from flax import nnx
 
 from tasks.episodes import Episodes
 from tasks.errors import InputError
-from tasks.registry import Task, get_task
+from tasks.registry import Task, task_from_record
 from tasks.splits import fitting_episodes
 from tasks.traces import read_traces
 from worldmodel.saving import load, load_spec
@@ -144,7 +144,7 @@ def load_dream(
     if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or horizon < 1):
         raise ValueError(f"horizon must be a positive integer or None, got {horizon!r}")
     spec = load_spec(world_model)
-    task = get_task(spec["task"])
+    task = task_from_record(spec)
     location = traces or spec.get("traces")
     if not location:
         raise InputError(world_model, "names no trace file to start dreams from; pass traces=")

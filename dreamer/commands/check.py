@@ -11,7 +11,7 @@ import jax
 from tasks.config import config, option
 from tasks.episodes import Episodes
 from tasks.errors import InputError
-from tasks.registry import check_spaces_match, get_task
+from tasks.registry import check_spaces_match, task_from_record
 from tasks.splits import describe_split, fitting_episodes, heldout_episodes, recorded_split, split_record
 from tasks.traces import read_traces
 from worldmodel.fidelity import FidelityConfig, fidelity_report, plot_fidelity
@@ -33,7 +33,7 @@ class CheckConfig:
 def run(config: CheckConfig) -> tuple[dict, str]:
     spec = load_spec(config.world_model)
     model = load(config.world_model)
-    task = get_task(spec["task"])
+    task = task_from_record(spec)
     traces = read_traces(config.traces)
     check_spaces_match(task, traces.observation_space, traces.action_space, config.traces)
     split_seed, fractions = recorded_split(spec, str(config.world_model))

@@ -11,13 +11,14 @@ from dreamer.behaviour import behaviour_policy
 from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.recording import COLLECT_STREAM, record_episodes, reset_seeds
-from tasks.registry import check_spaces_match, get_task
+from tasks.registry import ENV_KWARGS_HELP, TASK_HELP, check_spaces_match, get_task
 from tasks.traces import append_traces, finish_interrupted_writes, read_traces, write_traces
 
 @config
 class CollectConfig:
-    task: str = option(help="task name (cartpole, pendulum, halfcheetah, hopper) or gym:ENV_ID")
+    task: str = option(help=TASK_HELP)
     out: str = option(help="trace folder to write (a Minari dataset; holds data/)")
+    env_kwargs: dict = option({}, help=ENV_KWARGS_HELP)
     policy: str = option("random", help="'random' or a run directory with a saved policy")
     noise: float = option(0.0, min=0, help="exploration noise of a saved policy (Gaussian sigma, or epsilon)")
     episodes: int = option(50, min=1, help="episodes to record")
@@ -28,7 +29,7 @@ class CollectConfig:
 
 
 def run(config: CollectConfig) -> tuple[dict, str]:
-    task = get_task(config.task)
+    task = get_task(config.task, config.env_kwargs)
     policy = behaviour_policy(config.policy, task, config.noise)
     out = Path(config.out)
     already = 0

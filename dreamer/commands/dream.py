@@ -15,7 +15,7 @@ from dreamer.offline import dream_offline
 from policies.saving import save_policy
 from tasks.config import config, option
 from tasks.errors import InputError
-from tasks.registry import get_task
+from tasks.registry import task_from_record
 from tasks.run_directory import RunDirectory
 from tasks.splits import fitting_episodes, recorded_split, split_record
 from tasks.traces import read_traces
@@ -44,7 +44,7 @@ def run(config: DreamCommandConfig) -> tuple[dict, str]:
     started = time.perf_counter()
     spec = load_spec(config.world_model)
     model = load(config.world_model)
-    task = get_task(spec["task"])
+    task = task_from_record(spec)
     traces_location = config.traces or spec.get("traces")
     if not traces_location:
         raise InputError(config.world_model, "names no trace file; pass --traces")

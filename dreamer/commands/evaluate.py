@@ -20,7 +20,7 @@ from policies.saving import load_policy
 from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.recording import EVALUATION_STREAM, record_episodes, reset_seeds
-from tasks.registry import check_spaces_match, get_task
+from tasks.registry import ENV_KWARGS_HELP, check_spaces_match, get_task
 from tasks.splits import describe_split, heldout_episodes, recorded_split
 from tasks.traces import read_traces
 from worldmodel.saving import MODEL_FILE, load, load_spec
@@ -30,6 +30,7 @@ from worldmodel.saving import MODEL_FILE, load, load_spec
 class EvaluateConfig:
     policy: str = option(help="run directory holding a saved policy")
     task: str | None = option(None, help="task to evaluate in (default: the policy's own)")
+    env_kwargs: dict | None = option(None, help=ENV_KWARGS_HELP + " (default: the policy's own, with its own task)")
     episodes: int = option(10, min=1, help="episodes, each from its own fresh reset seed (fresh-seed form)")
     traces: str | None = option(None, help="trace file whose held-out episodes the policy replays (held-out form)")
     split: Literal["heldout", "all"] = option("heldout", help="which episodes of --traces: 'heldout', or 'all' for a file nothing learned from")
@@ -42,7 +43,11 @@ class EvaluateConfig:
 
 def run(config: EvaluateConfig) -> tuple[dict, str]:
     actor, policy_task, spec = load_policy(config.policy)
-    task = get_task(config.task) if config.task else policy_task
+    task = policy_task
+    if config.task:
+        task = get_task(config.task, config.env_kwargs)
+    elif config.env_kwargs is not None:
+        task = get_task(policy_task.name, config.env_kwargs)
     check_spaces_match(task, policy_task.observation_space, policy_task.action_space, config.policy)
     if config.traces:
         summary, text = _on_heldout_episodes(config, actor, task, spec)

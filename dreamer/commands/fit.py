@@ -66,7 +66,7 @@ def run(config: FitCommandConfig) -> tuple[dict, str]:
         save_model(
             config.out,
             result.model,
-            {"task": traces.task.name, "traces": str(Path(config.traces).absolute()),
+            {**traces.task.record(), "traces": str(Path(config.traces).absolute()),
              "split": split_record(config.split_seed, config.fractions)},
         )
         summary = {
