@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from policies.acting import ActorPolicy
-from policies.saving import load_policy
+from policies.saving import load_actor
 from tasks.errors import InputError
 from tasks.recording import BehaviourPolicy, RandomPolicy
 from tasks.registry import Task, check_spaces_match
@@ -25,6 +25,6 @@ def behaviour_policy(name: str, task: Task, noise: float = 0.0) -> BehaviourPoli
     path = Path(name)
     if not path.exists():
         raise InputError(name, "no such run directory (expected 'random' or a run with a saved policy)")
-    actor, policy_task, _ = load_policy(path)
+    actor, policy_task, _ = load_actor(path)
     check_spaces_match(task, policy_task.observation_space, policy_task.action_space, name)
     return ActorPolicy(actor, mode="noisy", noise=noise)

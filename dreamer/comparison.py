@@ -39,7 +39,7 @@ from policies.baselines import Algorithm, TrainRealConfig, algo_label, chosen_al
 from policies.behaviour_cloning import BehaviourCloningConfig, clone_behaviour
 from policies.protocol import DEFAULT_EVAL_EVERY, on_grid, protocol_summary, random_policy_return
 from policies.real_training import evaluation_episodes
-from policies.saving import load_policy, save_policy
+from policies.saving import load_actor, save_policy
 from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.json_files import read_json_object
@@ -136,7 +136,7 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
 
     first = Path(dream_runs[0]["run_dir"])
     _say(f"replaying {heldout.num_episodes} held-out episodes with the dream arm's policy (seed {seeds[0]})")
-    actor, _, _ = load_policy(first)
+    actor, _, _ = load_actor(first)
     world_model = load(first)
     heldout_result = evaluate_on_heldout(task, actor, heldout, world_model, seeds[0])
     trained_on = read_traces(first / "traces").episodes

@@ -1,7 +1,8 @@
 """Saving a trained actor into its run directory, and loading it back with one call.
 
-    RUN/policy.json            the task, what the actor sees, and its network config
+    RUN/policy.json            the task, what the actor sees, its network config, its spaces
     RUN/checkpoints/policy/    its parameters and input statistics (an orbax checkpoint)
+    RUN/policy.stablehlo       its acting step, exported for `policies.load_policy`
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from policies.networks import Actor, NetworkConfig
 from tasks.errors import InputError
 from tasks.json_files import read_json_object
 from tasks.module_state import restore_module_state, save_module_state
+from policies.deployment import EXPORT_FILE, deployment_record, export_actor
 from tasks.registry import Task, task_from_record
 
 POLICY_FILE = "policy.json"
@@ -34,10 +36,13 @@ def save_policy(run_dir: str | Path, actor: Actor, task: Task, provenance: dict[
         **(provenance or {}),
     }
     save_module_state(run_dir / "checkpoints" / "policy", actor)
+    # The step `policies.load_policy` runs, written before policy.json names it.
+    (run_dir / EXPORT_FILE).write_bytes(export_actor(actor, task.observation_space.shape))
+    spec["deployment"] = deployment_record(task.observation_space, task.action_space)
     (run_dir / POLICY_FILE).write_text(json.dumps(spec, indent=2))
 
 
-def load_policy(run_dir: str | Path) -> tuple[Actor, Task, dict[str, Any]]:
+def load_actor(run_dir: str | Path) -> tuple[Actor, Task, dict[str, Any]]:
     """The actor saved in ``run_dir``, its task, and its ``policy.json``."""
     path = Path(run_dir) / POLICY_FILE
     if not path.is_file():

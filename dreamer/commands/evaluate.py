@@ -16,7 +16,7 @@ import numpy as np
 
 from dreamer.heldout import check_replayable, evaluate_on_heldout
 from policies.acting import ActorPolicy
-from policies.saving import load_policy
+from policies.saving import load_actor
 from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.recording import EVALUATION_STREAM, record_episodes, reset_seeds
@@ -42,7 +42,7 @@ class EvaluateConfig:
 
 
 def run(config: EvaluateConfig) -> tuple[dict, str]:
-    actor, policy_task, spec = load_policy(config.policy)
+    actor, policy_task, spec = load_actor(config.policy)
     task = policy_task
     if config.task:
         task = get_task(config.task, config.env_kwargs)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from policies.saving import load_policy
+from policies.saving import load_actor
 from tasks.recording import COLLECT_STREAM, reset_seeds
 from tasks.traces import read_traces
 
@@ -20,7 +20,7 @@ def collect(cli, out, policy, noise, *extra):
 
 
 def mode_on_recorded_observations(policy_dir, episodes) -> np.ndarray:
-    actor, _, _ = load_policy(policy_dir)
+    actor, _, _ = load_actor(policy_dir)
     before, _ = episodes.transitions()
     return np.asarray(actor.mode(episodes.observations[before].astype(np.float32)))
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from policies.saving import load_policy
+from policies.saving import load_actor
 from tasks.splits import fitting_episodes, recorded_split
 from tasks.traces import read_traces
 from worldmodel.saving import load
@@ -30,7 +30,7 @@ def test_dream_refuses_a_directory_without_a_fitted_model_in_one_line(cli, tmp_p
 
 def test_a_dream_writes_a_policy_and_a_summary_with_no_real_steps(dreamed_pendulum_policy):
     summary = json.loads((dreamed_pendulum_policy / "summary.json").read_text())
-    actor, task, spec = load_policy(dreamed_pendulum_policy)
+    actor, task, spec = load_actor(dreamed_pendulum_policy)
 
     assert summary["real_steps"] == 0 and summary["eval_steps"] == 0
     assert summary["updates"] == 30 and summary["task"] == "pendulum"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from policies.acting import ActorPolicy
-from policies.saving import load_policy
+from policies.saving import load_actor
 from tasks.recording import EVALUATION_STREAM, RandomPolicy, record_episodes, reset_seeds
 from tasks.registry import get_task
 from tasks.splits import fitting_episodes, heldout_episodes
@@ -25,7 +25,7 @@ def evaluate(cli, policy, *extra) -> dict:
 
 def deterministic_returns(policy_dir, seeds) -> np.ndarray:
     """The returns of the saved actor's mode from each reset seed, recorded here."""
-    actor, task, _ = load_policy(policy_dir)
+    actor, task, _ = load_actor(policy_dir)
     return record_episodes(task, ActorPolicy(actor), seeds, num_envs=len(seeds), progress=False).returns()
 
 

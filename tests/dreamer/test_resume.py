@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from policies.saving import load_policy
+from policies.saving import load_actor
 from tasks.traces import read_traces
 from worldmodel.saving import load
 
@@ -85,7 +85,7 @@ def test_a_killed_dream_resumes_to_the_same_policy_as_an_uninterrupted_one(
 
     finish_cli(start_cli(*dream_argv(pendulum_world_model, killed_run, DREAM_UPDATES, "--resume")))
 
-    assert_same_state(load_policy(uninterrupted_dream)[0], load_policy(killed_run)[0])
+    assert_same_state(load_actor(uninterrupted_dream)[0], load_actor(killed_run)[0])
     lines, resumed_lines = read_metrics(uninterrupted_dream), read_metrics(killed_run)
     assert [m["step"] for m in resumed_lines] == [m["step"] for m in lines] == list(range(10, DREAM_UPDATES + 1, 10))
     assert resumed_lines == lines
@@ -168,7 +168,7 @@ def test_a_killed_run_resumes_to_the_same_outputs_as_an_uninterrupted_one(
     assert list(episodes.lengths) == [200, 200, 50]
     assert without_wall_time(read_metrics(killed_run)) == without_wall_time(read_metrics(uninterrupted))
     assert_same_state(load(uninterrupted), load(killed_run))
-    assert_same_state(load_policy(uninterrupted)[0], load_policy(killed_run)[0])
+    assert_same_state(load_actor(uninterrupted)[0], load_actor(killed_run)[0])
     summary = json.loads((uninterrupted / "summary.json").read_text())
     resumed_summary = json.loads((killed_run / "summary.json").read_text())
     assert {**resumed_summary, "wall_seconds": 0} == {**summary, "wall_seconds": 0}

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from policies.saving import load_policy
+from policies.saving import load_actor
 from tasks.recording import EVALUATION_STREAM, ONLINE_ROUND_STREAM, reset_seeds
 from tasks.traces import read_traces
 from worldmodel.saving import load
@@ -74,7 +74,7 @@ def test_a_run_writes_a_loadable_policy_and_world_model(online_pendulum_run):
 
     for name in RUN_FILES:
         assert (run / name).is_file(), name
-    actor, task, spec = load_policy(run)
+    actor, task, spec = load_actor(run)
     assert task.name == "pendulum" and spec["trained_by"] == "dreamer run" and not actor.discrete
     model = load(run)
     assert model.observation_shape == (3,) and not model.discrete_actions
@@ -116,7 +116,7 @@ def test_a_run_on_a_discrete_task_writes_the_same_files(online_cartpole_run, rea
     evaluations = summary["rounds"] + 1  # the random policy's, then one after each round
     assert evaluations * eval_episodes <= summary["eval_steps"] <= evaluations * eval_episodes * 500
     assert set(reset_seeds(0, eval_episodes, EVALUATION_STREAM).tolist()).isdisjoint(episodes.seeds.tolist())
-    actor, task, _ = load_policy(run)
+    actor, task, _ = load_actor(run)
     assert task.name == "cartpole" and actor.discrete
     assert load(run).discrete_actions
     assert np.isin(episodes.actions, [0, 1]).all()

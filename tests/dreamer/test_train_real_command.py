@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from policies.saving import load_policy
+from policies.saving import load_actor
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_train_real_writes_a_run_directory_with_its_learning_curve(ppo_cartpole_
     evaluated = [line for line in read_metrics(ppo_cartpole_run) if "real_return" in line]
     assert [line["step"] for line in evaluated] == [1024, 2048]
     assert [line["real_return"] for line in evaluated] == [e["mean_return"] for e in summary["evaluations"][1:]]
-    _, task, spec = load_policy(ppo_cartpole_run)
+    _, task, spec = load_actor(ppo_cartpole_run)
     assert task.name == "cartpole" and spec["trained_by"] == "dreamer train-real (ppo)"
     assert spec["network"]["activation"] == "tanh"
 
