@@ -41,7 +41,7 @@ from tasks.recording import (
 from tasks.registry import ENV_KWARGS_HELP, TASK_HELP, Task, get_task
 from tasks.run_directory import RunDirectory
 from tasks.splits import SplitFractions, fitting_episodes, split_record
-from tasks.traces import append_traces, keep_first_episodes, write_traces
+from tasks.traces import append_traces, keep_first_episodes, read_traces, write_traces
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig, fit_world_model
 from worldmodel.saving import build_model_for_spaces, save_model
@@ -156,9 +156,11 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
                 num_envs=1, rng=rng, max_steps=remaining, min_steps=min(wanted, remaining), progress=False,
             )
             if traces_path.exists():
-                episodes = append_traces(traces_path, new).episodes
+                append_traces(traces_path, new)
+                episodes = read_traces(traces_path).episodes
             else:
-                write_traces(traces_path, new, task, algorithm_name="dreamer run")
+                # Arrow: each round's append writes only that round's episodes.
+                write_traces(traces_path, new, task, data_format="arrow", algorithm_name="dreamer run")
                 episodes = new
             state["real_steps"] += new.num_steps
             bar.update(new.num_steps)

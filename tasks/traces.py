@@ -2,9 +2,14 @@
 
 A trace location is a dataset folder (the one holding ``data/``), that ``data/`` folder
 itself, or a dataset id under ``MINARI_DATASETS_PATH``; datasets written by anyone's
-``minari.DataCollector``, in the HDF5 or Arrow backend, load as they are. Writes go to a
-temporary folder that is renamed into place, so a failure never leaves half a dataset,
-and one writer at a time holds a dataset's lock, so no append is ever lost.
+``minari.DataCollector``, in the HDF5 or Arrow backend, load as they are. One writer at
+a time holds a dataset's lock, so no append is ever lost, and a failure (or a kill)
+never leaves half a dataset: a new file is built in a temporary folder and renamed into
+place; an append to an Arrow dataset, which keeps each episode in a folder of its own,
+writes only the new episodes and then the metadata, behind a journal that the next
+writer or reader uses to undo it if it did not finish (so appending costs what the new
+episodes cost, not the whole file); an append to an HDF5 file, which an append rewrites,
+goes to a copy that is swapped in.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ DATA_FORMATS = ("hdf5", "arrow")
 METADATA_FILE = "metadata.json"
 TASK_METADATA_KEY = "dreamer_task"
 ENV_KWARGS_METADATA_KEY = "dreamer_env_kwargs"  # the task's --env-kwargs, as JSON
+APPEND_JOURNAL = ".append-journal.json"  # beside data/: the metadata as it was before an unfinished append
+APPEND_STAGING = ".append-staging"  # beside data/: an append's new episodes before they move into data/
 LOCK_TIMEOUT_VARIABLE = "DREAMER_LOCK_TIMEOUT"  # seconds a writer waits for another (default 600)
 
 
@@ -100,6 +107,8 @@ def read_traces(location: str | os.PathLike, task: Task | None = None) -> Traces
     """
     data_path = resolve_data_path(location).absolute()
     shown = str(location)
+    if (data_path.parent / APPEND_JOURNAL).is_file():
+        finish_interrupted_writes(data_path.parent)  # waits for the writer, or undoes a killed append
     storage = _open_storage(data_path, shown)
     observation_space, action_space = storage.observation_space, storage.action_space
     check_supported_spaces(observation_space, action_space, shown)
@@ -171,28 +180,91 @@ def write_traces(
     return out / "data"
 
 
-def append_traces(location: str | os.PathLike, episodes: Episodes,
-                  lock_timeout: float | None = None) -> Traces:
+def append_traces(location: str | os.PathLike, episodes: Episodes, lock_timeout: float | None = None) -> int:
     """Append episodes to an existing trace file, leaving its old episodes untouched.
 
     One writer at a time: a second waits for the first (up to ``lock_timeout`` seconds),
-    then appends to what the first wrote. The dataset is copied, appended to, and swapped
-    in, so a failure (or a kill) keeps the old file. A trace file reached through a
-    symbolic link is appended to where the link points. Returns the whole file as read
-    back after the append.
+    then appends to what the first wrote. A failure or a kill at any point keeps the old
+    file: an Arrow dataset is appended to in place behind a journal, reading and writing
+    only the new episodes; an HDF5 one is copied, appended to and swapped in. A trace
+    file reached through a symbolic link is appended to where the link points. Returns
+    how many episodes the file holds after the append.
     """
     shown = str(location)
     with locked_for_writing(_dataset_folder(location), lock_timeout, shown=shown) as dataset_path:
-        existing = read_traces(dataset_path)
-        validate_episodes(episodes, existing.observation_space, existing.action_space, shown)
-        if existing.data_path.name != "data":
+        if not (dataset_path / "data" / METADATA_FILE).is_file():
+            read_traces(dataset_path)  # says what is wrong with it, if anything
             raise InputError(shown, "can only append to a dataset folder whose data sits in data/")
-        with _staging(dataset_path) as staging:
-            shutil.copytree(dataset_path, staging, dirs_exist_ok=True)
-            storage = MinariStorage.read(staging / "data")
-            storage.update_episodes(_episode_buffers(episodes))
-            _swap_in(staging, dataset_path)
-        return read_traces(dataset_path)
+        storage = _open_storage(dataset_path / "data", shown)
+        validate_episodes(episodes, storage.observation_space, storage.action_space, shown)
+        if storage.metadata.get("data_format", "hdf5") == "arrow":
+            _append_in_place(dataset_path, storage, episodes)
+        else:
+            with _staging(dataset_path) as staging:
+                shutil.copytree(dataset_path, staging, dirs_exist_ok=True)
+                MinariStorage.read(staging / "data").update_episodes(_episode_buffers(episodes))
+                _swap_in(staging, dataset_path)
+        return int(MinariStorage.read(dataset_path / "data").total_episodes)
+
+
+def _append_in_place(dataset_path: Path, storage: MinariStorage, episodes: Episodes) -> None:
+    """Add the new episodes' folders to an Arrow dataset, then the metadata that counts them.
+
+    The episodes are written by Minari into a staging dataset of their own (Minari's
+    append stats every file of the dataset once per episode, which would make a round's
+    append cost grow with the run), then their folders are renamed into ``data/`` under
+    the next episode ids. A journal holding the metadata as it was is written (atomically)
+    before anything changes and removed once the metadata counts the new episodes; until
+    then a reader or the next writer (`_undo_interrupted_append`) puts the old metadata
+    back and removes every episode folder past it.
+    """
+    data = dataset_path / "data"
+    before = (data / METADATA_FILE).read_text()
+    metadata = json.loads(before)
+    first = int(metadata["total_episodes"])
+    _write_atomically(dataset_path / APPEND_JOURNAL, before)
+    staging = dataset_path / APPEND_STAGING
+    remove_path(staging)
+    staged = MinariStorage.new(staging, observation_space=storage.observation_space,
+                               action_space=storage.action_space, data_format="arrow", jpeg_encoding=False)
+    staged.update_episodes(_episode_buffers(episodes))
+    for index in range(episodes.num_episodes):
+        folder = data / str(first + index)
+        (staging / str(index)).rename(folder)
+        episode_metadata = json.loads((folder / METADATA_FILE).read_text())
+        (folder / METADATA_FILE).write_text(json.dumps({**episode_metadata, "id": first + index}))
+    metadata.update(total_episodes=first + episodes.num_episodes,
+                    total_steps=int(metadata["total_steps"]) + int(staged.total_steps),
+                    dataset_size=round(float(metadata.get("dataset_size", 0.0)) + float(staged.get_size()), 1))
+    _write_atomically(data / METADATA_FILE, json.dumps(metadata))
+    remove_path(staging)
+    (dataset_path / APPEND_JOURNAL).unlink()
+
+
+def _undo_interrupted_append(dataset_path: Path) -> None:
+    """Return a dataset whose append was killed to what it held before (its journal's metadata)."""
+    journal = dataset_path / APPEND_JOURNAL
+    journal.with_name(journal.name + ".tmp").unlink(missing_ok=True)  # killed while writing the journal
+    remove_path(dataset_path / APPEND_STAGING)
+    if not journal.is_file():
+        return
+    metadata = journal.read_text()
+    kept = int(json.loads(metadata)["total_episodes"])
+    for folder in (dataset_path / "data").iterdir():
+        if folder.is_dir() and folder.name.isdigit() and int(folder.name) >= kept:
+            remove_path(folder)
+    _write_atomically(dataset_path / "data" / METADATA_FILE, metadata)
+    journal.unlink()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """``path`` holds either its old content or ``text``, whenever the writer is killed."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
 
 
 def keep_first_episodes(location: str | os.PathLike, count: int) -> Episodes:
@@ -219,9 +291,9 @@ def keep_first_episodes(location: str | os.PathLike, count: int) -> Episodes:
 def locked_for_writing(out: str | os.PathLike, timeout: float | None = None, shown: str | None = None) -> Iterator[Path]:
     """Hold the write lock of the dataset at ``out``; yields its real path (links resolved).
 
-    Whoever holds the lock first clears what writers killed earlier left beside the
-    dataset: staging folders are removed, and a dataset caught between the two renames
-    of a swap is put back. The lock file (``.NAME.lock`` beside the dataset) goes with
+    Whoever holds the lock first clears what writers killed earlier left: staging folders
+    are removed, a dataset caught between the two renames of a swap is put back, and an
+    in-place append that did not finish is undone. The lock file (``.NAME.lock`` beside the dataset) goes with
     the last holder.
 
     Raises:
@@ -237,6 +309,8 @@ def locked_for_writing(out: str | os.PathLike, timeout: float | None = None, sho
         lock_file = target.with_name(f".{target.name}.lock")
         with exclusive_lock(lock_file, shown, timeout, remove=True):
             _clear_leftovers(target)
+            if target.is_dir():
+                _undo_interrupted_append(target)
             yield target
     except NotADirectoryError:
         raise InputError(shown, "sits under a file, not a folder") from None
@@ -248,7 +322,8 @@ def finish_interrupted_writes(location: str | os.PathLike) -> None:
     """Clear what killed writers left beside a trace location, so its state is what it seems.
 
     A dataset caught between the two renames of an append is missing until this puts it
-    back; a command deciding between writing and appending calls this first.
+    back, and an unfinished in-place append is undone; a command deciding between writing
+    and appending calls this first.
     """
     folder = _dataset_folder(location)
     if folder.parent.is_dir():  # no folder, nothing was ever written there

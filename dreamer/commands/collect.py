@@ -51,7 +51,7 @@ def run(config: CollectConfig) -> tuple[dict, str]:
     seconds = time.perf_counter() - started
     label = f"dreamer collect --policy {config.policy} --noise {config.noise}"
     if already:
-        in_file = append_traces(out, episodes).episodes.num_episodes
+        in_file = append_traces(out, episodes)
     else:
         write_traces(out, episodes, task, config.format, algorithm_name=label)
         in_file = episodes.num_episodes

@@ -98,7 +98,7 @@ def import_(config: ImportConfig) -> tuple[dict, str]:
     if config.append and out.exists():
         existing = read_traces(out)
         check_spaces_match(task, existing.observation_space, existing.action_space, str(out))
-        total = append_traces(out, episodes).episodes.num_episodes
+        total = append_traces(out, episodes)
     else:
         write_traces(out, episodes, task, config.format, algorithm_name=f"dreamer traces import {source.name}")
         total = episodes.num_episodes
