@@ -2,7 +2,7 @@
 
 Every round deploys the current policy in the real environment, appends the new
 episodes to the run's trace file, refits the world model (warm, on all training
-episodes), and trains the policy further in dreams. After each round the deterministic
+episodes), and trains the policy further in dreams (those two: `dreamer.rounds`). After each round the deterministic
 policy is evaluated on fresh reset seeds; those evaluation episodes are measurement
 only and never enter the traces. ``real_steps`` is a hard cap on the real steps used
 for learning, counted from the first random step: the last episode is cut there and
@@ -24,13 +24,12 @@ from flax import nnx
 from tqdm import tqdm
 
 from dreamer.actor_critic import DreamConfig
-from dreamer.dream_losses import lowest_halt_reward
 from dreamer.dreaming import PolicyInDreams
+from dreamer.rounds import learn_round, with_halt_reward
 from policies.acting import ActorPolicy
 from policies.protocol import DEFAULT_EVAL_EVERY, on_grid, protocol_summary, random_policy_return
 from policies.saving import save_policy
 from tasks.config import config, option
-from tasks.errors import InputError
 from tasks.recording import (
     EVALUATION_STREAM,
     ONLINE_ROUND_STREAM,
@@ -40,10 +39,10 @@ from tasks.recording import (
 )
 from tasks.registry import ENV_KWARGS_HELP, TASK_HELP, Task, get_task
 from tasks.run_directory import RunDirectory
-from tasks.splits import SplitFractions, fitting_episodes, split_record
+from tasks.splits import SplitFractions, split_record
 from tasks.traces import append_traces, keep_first_episodes, read_traces, write_traces
 from worldmodel.ensemble import EnsembleConfig
-from worldmodel.fit import FitConfig, fit_world_model
+from worldmodel.fit import FitConfig
 from worldmodel.saving import build_model_for_spaces, save_model
 
 
@@ -127,7 +126,8 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
             state = dict(restored["progress"])
             episodes = keep_first_episodes(traces_path, state["episodes"])
             model = build_model_for_spaces("ensemble", task.observation_space, task.action_space, config.ensemble, seed=config.seed)
-            policy = PolicyInDreams(model, task, episodes.acted_observations(), _dream_config(config, state), config.seed)
+            policy = PolicyInDreams(model, task, episodes.acted_observations(),
+                                    with_halt_reward(config.dream, state.get("halt_reward")), config.seed)
             model_state = nnx.state(model)
             restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
                 dream=policy.restore_args(),
@@ -145,6 +145,7 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
     try:
         while state["real_steps"] < config.real_steps:
             round_index = state["round"]
+            # A key of this run and round: seed 0's round 1 never draws what seed 1's round 0 does.
             round_key = jax.random.fold_in(key, round_index)
             # Per-round generators, so a resumed run draws what an uninterrupted one would.
             rng = np.random.default_rng([config.seed, round_index])
@@ -165,22 +166,9 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
             state["real_steps"] += new.num_steps
             bar.update(new.num_steps)
 
-            train, validation = fitting_episodes(episodes, config.split_seed, config.fractions)
-            if train is None:
-                raise InputError(config.out, "no episode landed in the training split; lower the held-out fraction")
-            if model is None:
-                model = build_model_for_spaces("ensemble", task.observation_space, task.action_space, config.ensemble, seed=config.seed)
-            # A key of this run and round: seed 0's round 1 never draws what seed 1's round 0 does.
-            fit_key, dream_key = jax.random.split(round_key)
-            fit = fit_world_model(model, train, validation, config.fit, seed=fit_key, progress=False)
-            observations = train.acted_observations()
-            if policy is None:
-                # HALT's reward comes from the first training data and stays fixed (the trainer compiles it in).
-                state["halt_reward"] = lowest_halt_reward(train.rewards, config.dream.uncertainty_penalty,
-                                                          config.dream.halt_threshold)
-                policy = PolicyInDreams(model, task, observations, _dream_config(config, state), config.seed)
-            policy.set_start_observations(observations)
-            dream = policy.train(model, config.dream_updates, dream_key, progress=progress)
+            learned = learn_round(config, task, episodes, model, policy, state.get("halt_reward"), round_key,
+                                  config.out, progress)
+            model, policy, state["halt_reward"], fit, dream = learned
 
             evaluation = record_episodes(
                 task, ActorPolicy(policy.actor), evaluation_seeds, num_envs=config.eval_episodes, progress=False
@@ -248,13 +236,6 @@ def outcome_text(summary: dict, eval_episodes: int, out: str) -> str:
         + (f"; threshold {summary['reward_threshold']} held from {reached} real steps" if reached is not None else "")
         + f"\nwrote {out}"
     )
-
-
-def _dream_config(config: RunConfig, state: dict) -> DreamConfig:
-    """The run's dream settings, with HALT's reward from the data where halting is on."""
-    if config.dream.halt_threshold <= 0 or config.dream.halt_reward is not None:
-        return config.dream
-    return dataclasses.replace(config.dream, halt_reward=state["halt_reward"])
 
 
 def _explorer(policy: PolicyInDreams, explore: str) -> ActorPolicy:

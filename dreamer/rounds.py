@@ -1,0 +1,106 @@
+"""One round of learning on the job: refit the world model warm, train the policy further in its dreams.
+
+A round takes every episode learned from so far (the new ones included), fits the world
+model on their training split starting from the weights it has, and continues the
+policy's training in the refitted model's dreams, from start states drawn from the
+training episodes. It neither records nor evaluates: `dreamer run` deploys the policy
+before a round and measures it through the protocol after; a round from trace files
+alone calls the same function, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple, Protocol
+
+import jax
+
+from dreamer.actor_critic import DreamConfig
+from dreamer.dream_losses import lowest_halt_reward
+from dreamer.dreaming import PolicyInDreams
+from tasks.episodes import Episodes
+from tasks.errors import InputError
+from tasks.registry import Task
+from tasks.splits import SplitFractions, fitting_episodes
+from worldmodel.ensemble import EnsembleConfig
+from worldmodel.fit import FitConfig, FitResult, fit_world_model
+from worldmodel.saving import build_model_for_spaces
+
+
+class RoundSettings(Protocol):
+    """What a round is run with (fields of `RunConfig` and of every command that learns in rounds)."""
+
+    ensemble: EnsembleConfig
+    fit: FitConfig
+    dream: DreamConfig
+    dream_updates: int
+    split_seed: int
+    seed: int
+
+    @property
+    def fractions(self) -> SplitFractions: ...
+
+
+class Round(NamedTuple):
+    """A round's outcome: the model and policy to carry on with, and what the round measured.
+
+    Attributes:
+        model: the refitted world model.
+        policy: the policy, trained further in the model's dreams.
+        halt_reward: HALT's reward, fixed by the first round's training data (None
+            where halting is off or its reward was set).
+        fit: the refit's result (updates, validation loss).
+        dream: the dream trainer's metrics (``dream_return`` among them).
+    """
+
+    model: object
+    policy: PolicyInDreams
+    halt_reward: float | None
+    fit: FitResult
+    dream: dict[str, float]
+
+
+def learn_round(settings: RoundSettings, task: Task, episodes: Episodes, model, policy: PolicyInDreams | None,
+                halt_reward: float | None, key: jax.Array, where: str, progress: bool = False) -> Round:
+    """Refit ``model`` (a new one if None) on ``episodes``' training split, then train
+    ``policy`` (a new one if None) further in its dreams.
+
+    Args:
+        settings: the fit and dream settings, the split and the seed of new weights.
+        task: the task the episodes come from.
+        episodes: every episode learned from so far, in the order they were recorded.
+        model: the world model to refit warm, or None in the first round.
+        policy: the policy to train further, or None in the first round.
+        halt_reward: HALT's reward from the first round (ignored when ``policy`` is None).
+        key: this round's key (fit and dream keys are split from it).
+        where: what an error names (the run directory).
+        progress: show the dream trainer's progress bar.
+
+    Raises:
+        InputError: no episode landed in the training split.
+    """
+    train, validation = fitting_episodes(episodes, settings.split_seed, settings.fractions)
+    if train is None:
+        raise InputError(where, "no episode landed in the training split; lower the held-out fraction")
+    if model is None:
+        model = build_model_for_spaces("ensemble", task.observation_space, task.action_space, settings.ensemble,
+                                       seed=settings.seed)
+    fit_key, dream_key = jax.random.split(key)
+    fit = fit_world_model(model, train, validation, settings.fit, seed=fit_key, progress=False)
+    observations = train.acted_observations()
+    if policy is None:
+        # HALT's reward comes from the first training data and stays fixed (the trainer compiles it in).
+        halt_reward = lowest_halt_reward(train.rewards, settings.dream.uncertainty_penalty,
+                                         settings.dream.halt_threshold)
+        policy = PolicyInDreams(model, task, observations, with_halt_reward(settings.dream, halt_reward),
+                                settings.seed)
+    policy.set_start_observations(observations)
+    dream = policy.train(model, settings.dream_updates, dream_key, progress=progress)
+    return Round(model, policy, halt_reward, fit, dream)
+
+
+def with_halt_reward(dream: DreamConfig, halt_reward: float | None) -> DreamConfig:
+    """The dream settings with HALT's reward from the data, where halting is on and none was set."""
+    if dream.halt_threshold <= 0 or dream.halt_reward is not None:
+        return dream
+    return dataclasses.replace(dream, halt_reward=halt_reward)
