@@ -242,8 +242,9 @@ def _heldout_set(config: CompareConfig, task: Task, out: Path):
 
 
 def _dream_run(config: CompareConfig, seed: int, run_dir: Path) -> dict:
-    run_config = RunConfig(task=config.task, env_kwargs=config.env_kwargs, out=str(run_dir), real_steps=config.dream_budget,
-                           eval_episodes=config.eval_episodes, eval_every=config.eval_every, seed=seed)
+    run_config = RunConfig(task=config.task, env_kwargs=config.env_kwargs, out=str(run_dir),
+                           real_steps=config.dream_budget, eval_episodes=config.eval_episodes,
+                           eval_every=config.eval_every, seed=seed)
     summary = _finished(run_dir, run_config)
     if summary is None:
         resume = (run_dir / CONFIG_FILE).exists()
@@ -258,8 +259,9 @@ def algo_slug(algo: str) -> str:
 
 def real_run(config: CompareConfig, algo: str, seed: int, run_dir: Path) -> dict:
     """One seed of the real-trained arm in ``run_dir``, reused when it already finished there."""
-    run_config = TrainRealConfig(task=config.task, env_kwargs=config.env_kwargs, out=str(run_dir), algo=algo, steps=config.real_budget,
-                                 eval_every=config.eval_every, eval_episodes=config.eval_episodes, seed=seed)
+    run_config = TrainRealConfig(task=config.task, env_kwargs=config.env_kwargs, out=str(run_dir), algo=algo,
+                                 steps=config.real_budget, eval_every=config.eval_every,
+                                 eval_episodes=config.eval_episodes, seed=seed)
     summary = _finished(run_dir, run_config)
     if summary is None:  # a real-trained run that was cut short starts over (train-real clears it)
         summary = train_baseline(run_config)

@@ -2,16 +2,15 @@
 
 Every round deploys the current policy in the real environment, appends the new
 episodes to the run's trace file, refits the world model (warm, on all training
-episodes), and trains the policy further in dreams (those two: `dreamer.rounds`). After each round the deterministic
-policy is evaluated on fresh reset seeds; those evaluation episodes are measurement
-only and never enter the traces. ``real_steps`` is a hard cap on the real steps used
-for learning, counted from the first random step: the last episode is cut there and
-recorded as truncated.
+episodes), and trains the policy further in dreams (those two steps are
+`dreamer.rounds.learn_round`). After each round the deterministic policy is evaluated
+on fresh reset seeds; those evaluation episodes are measurement only and never enter
+the traces. ``real_steps`` is a hard cap on the real steps used for learning, counted
+from the first random step: the last episode is cut there and recorded as truncated.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time

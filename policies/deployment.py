@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 EXPORT_FILE = "policy.stablehlo"
-SPEC_FILE = "policy.json"
+POLICY_FILE = "policy.json"
 PLATFORMS = ("cpu", "cuda", "tpu")
 
 
@@ -129,9 +129,9 @@ def load_policy(run: str | Path) -> DeployedPolicy:
         ValueError: ``policy.json`` is damaged.
     """
     run = Path(run)
-    spec_path = run / SPEC_FILE
+    spec_path = run / POLICY_FILE
     if not spec_path.is_file():
-        raise FileNotFoundError(f"{run}: holds no saved policy (no {SPEC_FILE})")
+        raise FileNotFoundError(f"{run}: holds no saved policy (no {POLICY_FILE})")
     try:
         deployment = json.loads(spec_path.read_text())["deployment"]
         export_path = run / deployment["file"]

@@ -18,10 +18,9 @@ from policies.networks import Actor, NetworkConfig
 from tasks.errors import InputError
 from tasks.json_files import read_json_object
 from tasks.module_state import restore_module_state, save_module_state
-from policies.deployment import EXPORT_FILE, deployment_record, export_actor
+from policies.deployment import EXPORT_FILE, POLICY_FILE, deployment_record, export_actor
 from tasks.registry import Task, task_from_record
 
-POLICY_FILE = "policy.json"
 SPEC_FIELDS = {"task": str, "features": str, "feature_size": int, "network": dict}
 
 

@@ -81,7 +81,8 @@ class _FirstResetSeed(gym.Wrapper):
         self._first_seed: int | None = seed
 
     def reset(self, *, seed=None, options=None):
-        seed, self._first_seed = (self._first_seed, None) if self._first_seed is not None else (seed, None)
+        if self._first_seed is not None:
+            seed, self._first_seed = self._first_seed, None
         return self.env.reset(seed=seed, options=options)
 
 
