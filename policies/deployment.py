@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from policies.versions import policy_folder
+
 EXPORT_FILE = "policy.stablehlo"
 POLICY_FILE = "policy.json"
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -120,15 +122,19 @@ class DeployedPolicy:
                          f"(n, {', '.join(map(str, shape))}), got {observations.shape}")
 
 
-def load_policy(run: str | Path) -> DeployedPolicy:
+def load_policy(run: str | Path, version: int | None = None) -> DeployedPolicy:
     """The policy saved in the run directory ``run``, as a callable.
 
+    Args:
+        run: a run directory holding a saved policy.
+        version: which version of a run made by `dreamer learn` (default: its latest).
+
     Raises:
-        FileNotFoundError: ``run`` holds no saved policy, or one saved without its
-            exported step (saved by an older version: save it again).
+        FileNotFoundError: ``run`` holds no saved policy (or not that version), or one
+            saved without its exported step (saved by an older version: save it again).
         ValueError: ``policy.json`` is damaged.
     """
-    run = Path(run)
+    run, _ = policy_folder(run, version)
     spec_path = run / POLICY_FILE
     if not spec_path.is_file():
         raise FileNotFoundError(f"{run}: holds no saved policy (no {POLICY_FILE})")

@@ -19,6 +19,7 @@ from tasks.errors import InputError
 from tasks.json_files import read_json_object
 from tasks.module_state import restore_module_state, save_module_state
 from policies.deployment import EXPORT_FILE, POLICY_FILE, deployment_record, export_actor
+from policies.versions import policy_folder
 from tasks.registry import Task, task_from_record
 
 SPEC_FIELDS = {"task": str, "features": str, "feature_size": int, "network": dict}
@@ -41,8 +42,13 @@ def save_policy(run_dir: str | Path, actor: Actor, task: Task, provenance: dict[
     (run_dir / POLICY_FILE).write_text(json.dumps(spec, indent=2))
 
 
-def load_actor(run_dir: str | Path) -> tuple[Actor, Task, dict[str, Any]]:
-    """The actor saved in ``run_dir``, its task, and its ``policy.json``."""
+def load_actor(run_dir: str | Path, version: int | None = None) -> tuple[Actor, Task, dict[str, Any]]:
+    """The actor saved in ``run_dir`` (``version`` of a run that learns in rounds, default
+    its latest), its task, and its ``policy.json``."""
+    try:
+        run_dir, _ = policy_folder(run_dir, version)
+    except ValueError as error:  # a damaged rounds.json
+        raise InputError(run_dir, str(error)) from None
     path = Path(run_dir) / POLICY_FILE
     if not path.is_file():
         raise InputError(run_dir, "holds no saved policy (no policy.json in this run directory)")

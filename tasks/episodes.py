@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 UNKNOWN_SEED = -1
+NO_POLICY_VERSION = -1  # the episode was not recorded by a numbered policy version
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Episode:
     terminations: np.ndarray
     truncations: np.ndarray
     seed: int = UNKNOWN_SEED
+    policy_version: int = NO_POLICY_VERSION
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -44,6 +46,8 @@ class Episodes:
         truncations: ``[num_steps]`` bool, true where a time limit or budget cut it.
         step_offsets: ``[num_episodes + 1]`` int64, where each episode's steps start.
         seeds: ``[num_episodes]`` int64 reset seeds, ``UNKNOWN_SEED`` where not recorded.
+        policy_versions: ``[num_episodes]`` int64, the version of a run's policy (`dreamer
+            learn`) that recorded each episode, ``NO_POLICY_VERSION`` where none did.
     """
 
     observations: np.ndarray
@@ -53,6 +57,7 @@ class Episodes:
     truncations: np.ndarray
     step_offsets: np.ndarray
     seeds: np.ndarray
+    policy_versions: np.ndarray
 
     @classmethod
     def from_list(cls, episodes: Sequence[Episode]) -> Episodes:
@@ -68,6 +73,7 @@ class Episodes:
             truncations=np.concatenate([e.truncations for e in episodes]).astype(bool),
             step_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
             seeds=np.array([e.seed for e in episodes], dtype=np.int64),
+            policy_versions=np.array([e.policy_version for e in episodes], dtype=np.int64),
         )
 
     @property
@@ -95,6 +101,7 @@ class Episodes:
             terminations=self.terminations[start:stop],
             truncations=self.truncations[start:stop],
             seed=int(self.seeds[index]),
+            policy_version=int(self.policy_versions[index]),
         )
 
     def __iter__(self):

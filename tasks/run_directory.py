@@ -47,6 +47,8 @@ class RunDirectory:
         config: the run's frozen dataclass config, written to ``config.yaml``.
         resume: continue a run already in ``path``; its config must match.
         resumable: whether the command can resume at all (its error message says so).
+        per_call: fields that name one call's input rather than the run's settings (a
+            command that grows one run over many calls): neither written nor compared.
 
     Raises:
         InputError: ``path`` is a plain file or sits under one, is in use by another
@@ -54,7 +56,8 @@ class RunDirectory:
             config.
     """
 
-    def __init__(self, path: str | Path, config: Any, resume: bool = False, resumable: bool = True):
+    def __init__(self, path: str | Path, config: Any, resume: bool = False, resumable: bool = True,
+                 per_call: tuple[str, ...] = ()):
         self.path = Path(path)
         self.config = config
         self.committed = False
@@ -64,7 +67,8 @@ class RunDirectory:
         self._lock = exclusive_lock(self.path / LOCK_FILE, self.path, what="is in use by another process")
         self._lock.__enter__()
         try:
-            self._open(config_to_dict(config), resume, resumable)
+            written = {name: value for name, value in config_to_dict(config).items() if name not in per_call}
+            self._open(written, resume, resumable)
         except BaseException:
             self._release(remove=self._created is not None)
             raise

@@ -30,7 +30,7 @@ import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.dataset.minari_storage import MinariStorage
 
-from tasks.episodes import UNKNOWN_SEED, Episode, Episodes
+from tasks.episodes import NO_POLICY_VERSION, UNKNOWN_SEED, Episode, Episodes
 from tasks.errors import InputError
 from tasks.locks import exclusive_lock
 from tasks.registry import Task, check_spaces_match, get_task, task_for_env_id
@@ -41,6 +41,7 @@ DATA_FORMATS = ("hdf5", "arrow")
 METADATA_FILE = "metadata.json"
 TASK_METADATA_KEY = "dreamer_task"
 ENV_KWARGS_METADATA_KEY = "dreamer_env_kwargs"  # the task's --env-kwargs, as JSON
+POLICY_VERSION_KEY = "policy_version"  # episode metadata: the run's policy version that recorded it
 APPEND_JOURNAL = ".append-journal.json"  # beside data/: the metadata as it was before an unfinished append
 APPEND_STAGING = ".append-staging"  # beside data/: an append's new episodes before they move into data/
 LOCK_TIMEOUT_VARIABLE = "DREAMER_LOCK_TIMEOUT"  # seconds a writer waits for another (default 600)
@@ -123,19 +124,19 @@ def read_traces(location: str | os.PathLike, task: Task | None = None) -> Traces
         raise InputError(shown, "the dataset holds no episodes")
     try:
         raw_episodes = list(storage.get_episodes(range(total)))
-        seeds = [m.get("seed") for m in storage.get_episode_metadata(range(total))]
+        episode_metadata = list(storage.get_episode_metadata(range(total)))
     except InputError:
         raise
     except Exception as error:  # h5py, pyarrow and json each fail their own way
         raise InputError(shown, f"corrupt or truncated dataset ({_first_line(error)})") from None
-    if len(raw_episodes) != total or len(seeds) != total:
+    if len(raw_episodes) != total or len(episode_metadata) != total:
         # Arrow keeps one file per episode: a missing file silently drops that episode.
         raise InputError(shown, f"the metadata says {total} episodes but {len(raw_episodes)} could be read "
                                 "(episode data missing or damaged)")
 
     episodes = []
-    for index, (raw, seed) in enumerate(zip(raw_episodes, seeds)):
-        episode = _episode_from_minari(raw, seed, observation_space, action_space, index, shown)
+    for index, (raw, recorded) in enumerate(zip(raw_episodes, episode_metadata)):
+        episode = _episode_from_minari(raw, recorded, observation_space, action_space, index, shown)
         validate_episode(episode, index, observation_space, action_space, shown)
         episodes.append(episode)
     return Traces(
@@ -202,7 +203,7 @@ def append_traces(location: str | os.PathLike, episodes: Episodes, lock_timeout:
         else:
             with _staging(dataset_path) as staging:
                 shutil.copytree(dataset_path, staging, dirs_exist_ok=True)
-                MinariStorage.read(staging / "data").update_episodes(_episode_buffers(episodes))
+                _add_episodes(MinariStorage.read(staging / "data"), episodes)
                 _swap_in(staging, dataset_path)
         return int(MinariStorage.read(dataset_path / "data").total_episodes)
 
@@ -222,12 +223,12 @@ def _append_in_place(dataset_path: Path, storage: MinariStorage, episodes: Episo
     before = (data / METADATA_FILE).read_text()
     metadata = json.loads(before)
     first = int(metadata["total_episodes"])
-    _write_atomically(dataset_path / APPEND_JOURNAL, before)
+    write_atomically(dataset_path / APPEND_JOURNAL, before)
     staging = dataset_path / APPEND_STAGING
     remove_path(staging)
     staged = MinariStorage.new(staging, observation_space=storage.observation_space,
                                action_space=storage.action_space, data_format="arrow", jpeg_encoding=False)
-    staged.update_episodes(_episode_buffers(episodes))
+    _add_episodes(staged, episodes)
     for index in range(episodes.num_episodes):
         folder = data / str(first + index)
         (staging / str(index)).rename(folder)
@@ -236,7 +237,7 @@ def _append_in_place(dataset_path: Path, storage: MinariStorage, episodes: Episo
     metadata.update(total_episodes=first + episodes.num_episodes,
                     total_steps=int(metadata["total_steps"]) + int(staged.total_steps),
                     dataset_size=round(float(metadata.get("dataset_size", 0.0)) + float(staged.get_size()), 1))
-    _write_atomically(data / METADATA_FILE, json.dumps(metadata))
+    write_atomically(data / METADATA_FILE, json.dumps(metadata))
     remove_path(staging)
     (dataset_path / APPEND_JOURNAL).unlink()
 
@@ -253,11 +254,11 @@ def _undo_interrupted_append(dataset_path: Path) -> None:
     for folder in (dataset_path / "data").iterdir():
         if folder.is_dir() and folder.name.isdigit() and int(folder.name) >= kept:
             remove_path(folder)
-    _write_atomically(dataset_path / "data" / METADATA_FILE, metadata)
+    write_atomically(dataset_path / "data" / METADATA_FILE, metadata)
     journal.unlink()
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     """``path`` holds either its old content or ``text``, whenever the writer is killed."""
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "w") as file:
@@ -411,7 +412,7 @@ def _write_dataset(folder: Path, episodes: Episodes, task: Task, data_format: st
         data_format=data_format,
         jpeg_encoding=False,
     )
-    storage.update_episodes(_episode_buffers(episodes))
+    _add_episodes(storage, episodes)
     storage.update_metadata(
         {
             "dataset_id": dataset_id,
@@ -444,7 +445,7 @@ def _recorded_task(metadata: dict) -> Task | None:
     return None
 
 
-def _episode_from_minari(raw: dict, seed, observation_space, action_space, index: int, path: str) -> Episode:
+def _episode_from_minari(raw: dict, recorded: dict, observation_space, action_space, index: int, path: str) -> Episode:
     def as_array(field: str, space: gym.Space | None = None) -> np.ndarray:
         value = raw[field]
         if isinstance(value, (dict, tuple)):
@@ -455,8 +456,10 @@ def _episode_from_minari(raw: dict, seed, observation_space, action_space, index
         return array
 
     where = f"episode {index}: "
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-        raise InputError(path, f"{where}seed {seed!r} is not a non-negative integer")
+    seed, version = recorded.get("seed"), recorded.get(POLICY_VERSION_KEY)
+    for name, value in (("seed", seed), (POLICY_VERSION_KEY, version)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
+            raise InputError(path, f"{where}{name} {value!r} is not a non-negative integer")
     return Episode(
         observations=as_reals(as_array("observations", observation_space), where + "observations", path),
         actions=as_reals(as_array("actions", action_space), where + "actions", path),
@@ -464,7 +467,18 @@ def _episode_from_minari(raw: dict, seed, observation_space, action_space, index
         terminations=as_booleans(as_array("terminations").reshape(-1), where + "terminations", path),
         truncations=as_booleans(as_array("truncations").reshape(-1), where + "truncations", path),
         seed=UNKNOWN_SEED if seed is None else int(seed),
+        policy_version=NO_POLICY_VERSION if version is None else int(version),
     )
+
+
+def _add_episodes(storage: MinariStorage, episodes: Episodes) -> None:
+    """Write ``episodes`` after the storage's last, with the policy version of those that have one."""
+    first = int(storage.total_episodes)
+    storage.update_episodes(_episode_buffers(episodes))
+    versioned = np.flatnonzero(episodes.policy_versions != NO_POLICY_VERSION)
+    if len(versioned):
+        storage.update_episode_metadata([{POLICY_VERSION_KEY: int(episodes.policy_versions[i])} for i in versioned],
+                                        [first + int(i) for i in versioned])
 
 
 def _episode_buffers(episodes: Episodes) -> list[EpisodeBuffer]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
 from typing import Literal
+
+import numpy as np
 
 from dreamer.behaviour import behaviour_policy
 from tasks.config import config, option
@@ -20,6 +23,7 @@ class CollectConfig:
     out: str = option(help="trace folder to write (a Minari dataset; holds data/)")
     env_kwargs: dict = option({}, help=ENV_KWARGS_HELP)
     policy: str = option("random", help="'random' or a run directory with a saved policy")
+    version: int | None = option(None, min=1, help="policy version of a run made by `dreamer learn` (default: its latest)")
     noise: float = option(0.0, min=0, help="exploration noise of a saved policy (Gaussian sigma, or epsilon)")
     episodes: int = option(50, min=1, help="episodes to record")
     num_envs: int = option(8, min=1, help="environments stepped side by side")
@@ -30,7 +34,7 @@ class CollectConfig:
 
 def run(config: CollectConfig) -> tuple[dict, str]:
     task = get_task(config.task, config.env_kwargs)
-    policy = behaviour_policy(config.policy, task, config.noise)
+    policy, version = behaviour_policy(config.policy, task, config.noise, config.version)
     out = Path(config.out)
     already = 0
     if out.exists() and not out.is_dir():
@@ -49,6 +53,8 @@ def run(config: CollectConfig) -> tuple[dict, str]:
     started = time.perf_counter()
     episodes = record_episodes(task, policy, seeds, num_envs=config.num_envs, progress=sys.stderr.isatty())
     seconds = time.perf_counter() - started
+    if version is not None:  # each episode says which version of the run's policy recorded it
+        episodes = dataclasses.replace(episodes, policy_versions=np.full(episodes.num_episodes, version))
     label = f"dreamer collect --policy {config.policy} --noise {config.noise}"
     if already:
         in_file = append_traces(out, episodes)
@@ -63,6 +69,7 @@ def run(config: CollectConfig) -> tuple[dict, str]:
         "episodes": episodes.num_episodes,
         "steps": episodes.num_steps,
         "episodes_in_file": in_file,
+        "policy_version": version,
         "mean_return": float(returns.mean()),
         "std_return": float(returns.std()),
         "steps_per_second": episodes.num_steps / seconds,

@@ -17,6 +17,7 @@ import numpy as np
 from dreamer.heldout import check_replayable, evaluate_on_heldout
 from policies.acting import ActorPolicy
 from policies.saving import load_actor
+from policies.versions import policy_folder
 from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.recording import EVALUATION_STREAM, record_episodes, reset_seeds
@@ -29,6 +30,7 @@ from worldmodel.saving import MODEL_FILE, load, load_spec
 @config
 class EvaluateConfig:
     policy: str = option(help="run directory holding a saved policy")
+    version: int | None = option(None, min=1, help="policy version of a run made by `dreamer learn` (default: its latest)")
     task: str | None = option(None, help="task to evaluate in (default: the policy's own)")
     env_kwargs: dict | None = option(None, help=ENV_KWARGS_HELP + " (default: the policy's own, with its own task)")
     episodes: int = option(10, min=1, help="episodes, each from its own fresh reset seed (fresh-seed form)")
@@ -42,7 +44,7 @@ class EvaluateConfig:
 
 
 def run(config: EvaluateConfig) -> tuple[dict, str]:
-    actor, policy_task, spec = load_actor(config.policy)
+    actor, policy_task, spec = load_actor(config.policy, config.version)
     task = policy_task
     if config.task:
         task = get_task(config.task, config.env_kwargs)
@@ -52,14 +54,14 @@ def run(config: EvaluateConfig) -> tuple[dict, str]:
     if config.traces:
         summary, text = _on_heldout_episodes(config, actor, task, spec)
     else:
-        summary, text = _on_fresh_seeds(config, actor, task)
+        summary, text = _on_fresh_seeds(config, actor, task, spec)
     if config.out:
         Path(config.out).mkdir(parents=True, exist_ok=True)
         (Path(config.out) / "evaluation.json").write_text(json.dumps(summary, indent=2))
     return summary, text
 
 
-def _on_fresh_seeds(config: EvaluateConfig, actor, task) -> tuple[dict, str]:
+def _on_fresh_seeds(config: EvaluateConfig, actor, task, spec: dict) -> tuple[dict, str]:
     seeds = reset_seeds(config.seed, config.episodes, EVALUATION_STREAM)
     _check_seeds_are_fresh(seeds, Path(config.policy), "an evaluation seed was used for training in this run; "
                                                        "pass another --seed")
@@ -67,6 +69,7 @@ def _on_fresh_seeds(config: EvaluateConfig, actor, task) -> tuple[dict, str]:
     returns = episodes.returns()
     summary = {
         "policy": str(config.policy),
+        "policy_version": spec.get("policy_version"),
         "task": task.name,
         "episodes": episodes.num_episodes,
         "eval_steps": episodes.num_steps,
@@ -104,7 +107,8 @@ def _on_heldout_episodes(config: EvaluateConfig, actor, task, spec: dict) -> tup
     check_replayable(heldout, config.traces)
     _check_seeds_are_fresh(heldout.seeds, Path(config.policy),
                            "a held-out episode starts from a seed this policy's run trained on")
-    model_dir = config.world_model or (config.policy if (Path(config.policy) / MODEL_FILE).is_file() else None)
+    folder, _ = policy_folder(config.policy, config.version)  # a version keeps its round's world model beside it
+    model_dir = config.world_model or (folder if (folder / MODEL_FILE).is_file() else None)
     world_model = None
     if model_dir:
         if load_spec(model_dir).get("task") != task.name:
@@ -115,6 +119,7 @@ def _on_heldout_episodes(config: EvaluateConfig, actor, task, spec: dict) -> tup
     s = result["summary"]
     summary = {
         "policy": str(config.policy),
+        "policy_version": spec.get("policy_version"),
         "task": task.name,
         "traces": str(config.traces),
         "world_model": None if model_dir is None else str(model_dir),
