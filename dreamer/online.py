@@ -19,12 +19,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from flax import nnx
 from tqdm import tqdm
 
 from dreamer.actor_critic import DreamConfig
 from dreamer.dreaming import PolicyInDreams
-from dreamer.rounds import learn_round, with_halt_reward
+from dreamer.rounds import learn_round, learner_checkpoint, restore_learner, with_halt_reward
 from policies.acting import ActorPolicy
 from policies.protocol import DEFAULT_EVAL_EVERY, on_grid, protocol_summary, random_policy_return
 from policies.saving import save_policy
@@ -42,7 +41,7 @@ from tasks.splits import SplitFractions, split_record
 from tasks.traces import append_traces, keep_first_episodes, read_traces, write_traces
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig
-from worldmodel.saving import build_model_for_spaces, save_model
+from worldmodel.saving import save_model
 
 
 DEFAULT_RANDOM_STEPS = {"pendulum": 400}
@@ -124,17 +123,9 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
             restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
             state = dict(restored["progress"])
             episodes = keep_first_episodes(traces_path, state["episodes"])
-            model = build_model_for_spaces("ensemble", task.observation_space, task.action_space, config.ensemble, seed=config.seed)
-            policy = PolicyInDreams(model, task, episodes.acted_observations(),
-                                    with_halt_reward(config.dream, state.get("halt_reward")), config.seed)
-            model_state = nnx.state(model)
-            restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-                dream=policy.restore_args(),
-                world_model=ocp.args.StandardRestore(nnx.to_pure_dict(model_state)),
-            ))
-            nnx.replace_by_pure_dict(model_state, restored["world_model"])
-            nnx.update(model, model_state)
-            policy.restore(restored["dream"])
+            model, policy = restore_learner(manager, manager.latest_step(), task, config.ensemble,
+                                            with_halt_reward(config.dream, state.get("halt_reward")),
+                                            episodes.acted_observations(), config.seed)
         run.truncate_metrics(state["real_steps"])
 
     if state["round"] == 0:  # the grid's value until the first policy exists
@@ -196,11 +187,7 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
                                            "split": split_record(config.split_seed, config.fractions)})
             # The round's world model sits in the same checkpoint as the policy and progress,
             # so a resumed run never pairs one round's model with another round's policy.
-            run.save(manager, state["real_steps"], ocp.args.Composite(
-                dream=policy.save_args(),
-                world_model=ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(model))),
-                progress=ocp.args.JsonSave(state),
-            ))
+            run.save(manager, state["real_steps"], learner_checkpoint(model, policy, progress=state))
     finally:
         bar.close()
         manager.close()

@@ -14,10 +14,13 @@ import dataclasses
 from typing import NamedTuple, Protocol
 
 import jax
+import orbax.checkpoint as ocp
+from flax import nnx
 
 from dreamer.actor_critic import DreamConfig
 from dreamer.dream_losses import lowest_halt_reward
 from dreamer.dreaming import PolicyInDreams
+from dreamer.offline import halting
 from tasks.episodes import Episodes
 from tasks.errors import InputError
 from tasks.registry import Task
@@ -61,7 +64,8 @@ class Round(NamedTuple):
 
 
 def learn_round(settings: RoundSettings, task: Task, episodes: Episodes, model, policy: PolicyInDreams | None,
-                halt_reward: float | None, key: jax.Array, where: str, progress: bool = False) -> Round:
+                halt_reward: float | None, key: jax.Array, where: str, progress: bool = False,
+                halt_multiple: float = 0.0) -> Round:
     """Refit ``model`` (a new one if None) on ``episodes``' training split, then train
     ``policy`` (a new one if None) further in its dreams.
 
@@ -75,6 +79,9 @@ def learn_round(settings: RoundSettings, task: Task, episodes: Episodes, model, 
         key: this round's key (fit and dream keys are split from it).
         where: what an error names (the run directory).
         progress: show the dream trainer's progress bar.
+        halt_multiple: above 0, a new policy halts dreams as `dreamer dream` does: at this
+            multiple of the first model's largest disagreement on real training
+            transitions (`dreamer.offline.halting`); 0 keeps ``settings.dream``'s threshold.
 
     Raises:
         InputError: no episode landed in the training split.
@@ -89,10 +96,14 @@ def learn_round(settings: RoundSettings, task: Task, episodes: Episodes, model, 
     fit = fit_world_model(model, train, validation, settings.fit, seed=fit_key, progress=False)
     observations = train.acted_observations()
     if policy is None:
-        # HALT's reward comes from the first training data and stays fixed (the trainer compiles it in).
-        halt_reward = lowest_halt_reward(train.rewards, settings.dream.uncertainty_penalty,
-                                         settings.dream.halt_threshold)
-        policy = PolicyInDreams(model, task, observations, with_halt_reward(settings.dream, halt_reward),
+        # Halting comes from the first training data and stays fixed (the trainer compiles it in).
+        dream_settings = settings.dream
+        if halt_multiple > 0:
+            threshold, _ = halting(model, train, halt_multiple, dream_settings.uncertainty_penalty)
+            dream_settings = dataclasses.replace(dream_settings, halt_threshold=threshold)
+        halt_reward = lowest_halt_reward(train.rewards, dream_settings.uncertainty_penalty,
+                                         dream_settings.halt_threshold)
+        policy = PolicyInDreams(model, task, observations, with_halt_reward(dream_settings, halt_reward),
                                 settings.seed)
     policy.set_start_observations(observations)
     dream = policy.train(model, settings.dream_updates, dream_key, progress=progress)
@@ -104,3 +115,33 @@ def with_halt_reward(dream: DreamConfig, halt_reward: float | None) -> DreamConf
     if dream.halt_threshold <= 0 or dream.halt_reward is not None:
         return dream
     return dataclasses.replace(dream, halt_reward=halt_reward)
+
+
+def learner_checkpoint(model, policy: PolicyInDreams, **records: dict) -> ocp.args.Composite:
+    """What a checkpoint of a run that learns in rounds holds: the policy's training state,
+    the world model, and JSON records (progress, halting) beside them, so a later call
+    never pairs one round's model with another round's policy."""
+    return ocp.args.Composite(
+        dream=policy.save_args(),
+        world_model=ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(model))),
+        **{name: ocp.args.JsonSave(record) for name, record in records.items()},
+    )
+
+
+def restore_learner(manager: ocp.CheckpointManager, step: int, task: Task, model_config: EnsembleConfig,
+                    dream: DreamConfig, observations, seed: int) -> tuple[object, PolicyInDreams]:
+    """The world model and the policy (with its critic and optimiser state) saved at ``step``.
+
+    ``dream`` must hold the halting values the policy was first built with.
+    """
+    model = build_model_for_spaces("ensemble", task.observation_space, task.action_space, model_config, seed=seed)
+    policy = PolicyInDreams(model, task, observations, dream, seed)
+    model_state = nnx.state(model)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        dream=policy.restore_args(),
+        world_model=ocp.args.StandardRestore(nnx.to_pure_dict(model_state)),
+    ))
+    nnx.replace_by_pure_dict(model_state, restored["world_model"])
+    nnx.update(model, model_state)
+    policy.restore(restored["dream"])
+    return model, policy

@@ -201,6 +201,18 @@ def fidelity_report(model: nnx.Module, heldout: Episodes, train: Episodes, confi
     }
 
 
+def open_loop_squared_errors(model: nnx.Module, episodes: Episodes, obs_std: np.ndarray, horizon: int,
+                             key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The model's squared observation error ``horizon`` steps open loop, from every step of
+    ``episodes`` (in order), in units of ``obs_std`` and averaged over dimensions; and
+    whether each start has that many steps after it. The root of the mean over a group
+    of valid starts is that group's RMSE at ``horizon``, as `fidelity_metrics` reports it."""
+    windows = open_loop_windows(episodes, horizon, start_every=1)
+    predicted = model_predictions(model, windows, key).obs[:, -1].reshape(len(windows.obs), -1)
+    error = ((predicted - windows.obs[:, -1].reshape(len(windows.obs), -1)) / obs_std.ravel()) ** 2
+    return error.mean(axis=-1), windows.valid[:, -1]
+
+
 def _balanced_accuracy(predicted: np.ndarray, actual: np.ndarray) -> float | None:
     """Mean recall on the two classes; None if either class is absent."""
     positives, negatives = actual.sum(), (~actual).sum()
