@@ -19,7 +19,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
-from dreamer.commands import check, collect, compare, demo, dream, evaluate, fit, report, train_real, traces
+from dreamer.commands import check, collect, compare, demo, dream, evaluate, fit, learn, report, train_real, traces
 from dreamer.commands import run as run_command
 from dreamer.comparison import CompareConfig
 from dreamer.online import RunConfig
@@ -56,6 +56,10 @@ COMMANDS = (
             "train a policy purely in a fitted world model's dreams, from a fixed trace file"),
     Command(("run",), RunConfig, run_command.run,
             "learn on the job: deploy, record, refit the world model, train the policy in dreams, repeat"),
+    Command(("learn",), learn.LearnConfig, learn.run,
+            "learn on the job from trace files: one round per new batch (refit warm, dream, save a policy version)"),
+    Command(("history",), learn.HistoryConfig, learn.history,
+            "what each round of `dreamer learn` changed: episodes, model error by round of origin, returns"),
     Command(("train-real",), train_real.TrainRealConfig, train_real.run,
             "train a baseline policy on the real environment (PPO or SAC), evaluated as the dream arm is"),
     Command(("evaluate",), evaluate.EvaluateConfig, evaluate.run,

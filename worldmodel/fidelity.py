@@ -213,6 +213,25 @@ def open_loop_squared_errors(model: nnx.Module, episodes: Episodes, obs_std: np.
     return error.mean(axis=-1), windows.valid[:, -1]
 
 
+def one_step_errors(model: nnx.Module, episodes: Episodes, obs_std: np.ndarray,
+                    key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+    """For every transition of ``episodes``: the model's squared one-step observation error
+    (in units of ``obs_std``, averaged over dimensions) and its disagreement about that
+    step (`uncertainty`), which says whether the model knew the state and action."""
+    squared, _ = open_loop_squared_errors(model, episodes, obs_std, 1, key)
+    before, _ = episodes.transitions()
+    graphdef, state = nnx.split(model)
+    disagreement = _disagreement(graphdef, state, jnp.asarray(episodes.observations[before]),
+                                 jnp.asarray(episodes.actions))
+    return squared, np.asarray(disagreement)
+
+
+@jax.jit
+def _disagreement(graphdef, state, observations, actions):
+    model = nnx.merge(graphdef, state)
+    return model.uncertainty(model.initial_state(observations), actions)
+
+
 def _balanced_accuracy(predicted: np.ndarray, actual: np.ndarray) -> float | None:
     """Mean recall on the two classes; None if either class is absent."""
     positives, negatives = actual.sum(), (~actual).sum()

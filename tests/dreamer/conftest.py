@@ -66,6 +66,12 @@ def run_quietly(argv) -> None:
 
 
 @pytest.fixture(scope="session")
+def quietly():
+    """`quietly(argv)`: `dreamer ARGV` in this process, required to succeed, its output dropped."""
+    return run_quietly
+
+
+@pytest.fixture(scope="session")
 def run_argv():
     """`run_argv(out, task, *extra)`: a tiny `dreamer run` command line (task: pendulum or cartpole)."""
     return make_run_argv
