@@ -24,14 +24,16 @@ def plot_rounds(rounds: list[dict], path: str | Path, task_name: str) -> None:
         points = [(x, y) for x, y in points if y is not None]
         if points:
             errors.plot(*zip(*points), marker="o", label=f"round {origin}'s episodes")
-    changed = [entry["round"] for entry in rounds if entry.get("world_changed")]
-    for number in changed:
-        errors.axvline(number, color="grey", linestyle=":", linewidth=1)
-    errors.set_title("held-out model error (15 steps open loop)" + ("; dotted: world changed" if changed else ""),
-                     fontsize=10)
-    errors.set_xlabel("after round")
+    changed = [entry for entry in rounds if entry.get("world_changed")]
+    for entry in changed:  # dashed where the plant itself changed, dotted for a new behaviour
+        errors.axvline(entry["round"], color="grey", linestyle="--" if entry.get("plant_changed") else ":",
+                       linewidth=1)
+    errors.set_title("held-out model error, 15 steps open loop", fontsize=10)
+    errors.set_xlabel("after round" + (" (grey: a batch outside what the model knew; dashed: a changed plant)"
+                                       if changed else ""), fontsize=9)
     errors.set_ylabel("observation RMSE (round-1 training std units)")
     if errors.has_data():
+        errors.set_yscale("log")  # old rounds' errors and a changed plant's differ by orders of magnitude
         errors.legend(fontsize=8)
     for key, label in (("dream_return", "dream-predicted"), ("real_return", "real, fresh reset seeds")):
         points = [(entry["round"], entry[key]) for entry in rounds if entry.get(key) is not None]

@@ -47,11 +47,18 @@ def _table(rounds: list[dict], record: dict) -> str:
             f"{entry['round']:>5} {entry['policy_version']:>7} {'-' if parent is None else parent:>6} "
             f"{entry['episodes_added']:>9} {entry['steps_added']:>7} "
             f"{number(entry['new_batch_obs_rmse_before_update'], 3):>8} "
-            f"{'yes' if entry['world_changed'] else 'no':>7} {number(entry['dream_return'], 1):>8} "
+            f"{_change(entry):>7} {number(entry['dream_return'], 1):>8} "
             f"{number(entry['real_return'], 1):>8}  {errors}")
     lines.append(f"errors: open-loop observation RMSE at {ERROR_HORIZON} steps in round 1's training std units; "
+                 f"changed: the new batch lay outside what the model knew (yes), from a changed plant (plant); "
                  f"latest version: {record['latest_version']}")
     for rollback in record.get("rollbacks", []):
         lines.append(f"after round {rollback['after_round']}: rolled back from version {rollback['from']} "
                      f"to {rollback['to']}")
     return "\n".join(lines)
+
+
+def _change(entry: dict) -> str:
+    if entry.get("plant_changed"):
+        return "plant"
+    return "yes" if entry["world_changed"] else "no"

@@ -44,8 +44,8 @@ def learn_argv(tiny_flags):
     return argv
 
 
-def random_traces(path, task_name: str, episodes: int, seed: int):
-    task = get_task(task_name)
+def random_traces(path, task_name: str, episodes: int, seed: int, env_kwargs: dict | None = None):
+    task = get_task(task_name, env_kwargs)
     recorded = record_episodes(task, RandomPolicy(task.action_space), reset_seeds(seed, episodes), progress=False)
     write_traces(path, recorded, task)
     return path
@@ -240,6 +240,27 @@ def test_a_users_own_plant_with_keyword_arguments(cli, tmp_path, monkeypatch, le
     assert read_rounds(run)["task"] == plant
     assert json.loads((run / "versions" / "1" / "policy.json").read_text())["task"] == plant["task"]
     assert load_policy(run)(np.zeros(3, dtype=np.float32)).shape == (1,)
+
+
+@pytest.mark.slow
+def test_a_changed_plant_is_told_from_more_of_the_same_plant(cli, tmp_path, learn_argv):
+    run = tmp_path / "run"
+    # Enough model and fitting to know the plant's dynamics (the tiny ones do not).
+    fitted = ("--ensemble.hidden-size", "64", "--fit.batch-size", "256", "--fit.max-updates", "1500",
+              "--fit.updates-per-call", "250", "--json")
+
+    def learn(traces) -> dict:
+        code, out, err = cli(*learn_argv(run, traces, *fitted))
+        assert code == 0, err
+        return json.loads(out)
+
+    learn(random_traces(tmp_path / "week-01", "pendulum", 12, seed=1))
+    same = learn(random_traces(tmp_path / "week-02", "pendulum", 6, seed=2))
+    changed = learn(random_traces(tmp_path / "week-03", "pendulum", 6, seed=3, env_kwargs={"g": 5.0}))
+    assert (same["world_changed"], same["plant_changed"], same["world_since_round"]) == (False, False, 1)
+    assert same["known_state_error_ratio"] < 2
+    assert (changed["world_changed"], changed["plant_changed"], changed["world_since_round"]) == (True, True, 3)
+    assert changed["known_state_error_ratio"] > 2
 
 
 # -- a round killed with SIGKILL ------------------------------------------------------------
