@@ -30,11 +30,14 @@ from tasks.errors import InputError
 _RESERVED = {"json", "config"}
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, prefix: str = "") -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, prefix: str = "",
+                         section_default: Any = None) -> None:
     """Add one argument per field of ``config_cls`` (recursively for nested configs).
 
     Values stay text here; `config_from_args` types and checks them, so a flag and the
     same key in a YAML file pass the same checks and fail with the same message.
+    ``section_default`` is the default of a nested section as its command sets it (which
+    may differ from the section class's own defaults): the help shows its values.
     """
     hints = field_hints(config_cls)
     for field in dataclasses.fields(config_cls):
@@ -42,11 +45,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type, pref
         dest = prefix + field.name
         if dest in _RESERVED:
             raise TypeError(f"config field {dest} clashes with a command-line option")
+        default = _default(field) if section_default is None else getattr(section_default, field.name)
         if is_section(hint):
-            add_config_arguments(parser, hint, prefix=dest + ".")
+            add_config_arguments(parser, hint, prefix=dest + ".", section_default=default)
             continue
         help_text = field.metadata.get("help", "")
-        default = _default(field)
         if default is not dataclasses.MISSING and default is not None and not is_section(type(default)):
             help_text += f" (default: {default})"
         choices = _choices(hint)

@@ -192,3 +192,12 @@ def test_flags_win_over_yaml_and_keep_their_spelling(tmp_path):
     assert built.offline.updates == 50
     assert built.offline.dream.gradient == "reinforce"
     assert built.offline.dream.uncertainty_penalty == 1.0  # the section's own default survives
+
+
+def test_help_shows_the_defaults_a_command_sets_for_a_nested_section(capsys):
+    # `learn` sets its own ensemble and fit defaults; the help must show those, not the classes'.
+    assert main(["learn", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--ensemble.hidden-size HIDDEN_SIZE (default: 128)" in help_text
+    assert EnsembleConfig().hidden_size != 128
+    assert "--fit.max-updates MAX_UPDATES (default: 2000)" in help_text
