@@ -90,7 +90,7 @@ class LearnConfig:
     rollback: int | None = option(None, min=1, help="make version N the latest again instead of learning "
                                                      "(deletes nothing; the next round's parent is N)")
     ensemble: EnsembleConfig = option(EnsembleConfig(hidden_size=128, hidden_layers=3), help="world model settings")
-    fit: FitConfig = option(FitConfig(max_updates=2000, updates_per_call=250, patience=2),
+    fit: FitConfig = option(FitConfig(max_updates=2000, updates_per_call=250, patience=4),
                             help="refit per round (warm from the parent version)")
     dream: DreamConfig = option(DreamConfig(uncertainty_penalty=1.0), help="policy training in dreams")
     halt_multiple: float = option(2.0, min=0, help="halt a dream where disagreement exceeds this multiple of the "
