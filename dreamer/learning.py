@@ -119,11 +119,7 @@ class LearnConfig:
 
     @property
     def fractions(self) -> SplitFractions:
-        return SplitFractions(
-            train=1.0 - self.validation_fraction - self.heldout_fraction,
-            validation=self.validation_fraction,
-            heldout=self.heldout_fraction,
-        )
+        return SplitFractions.rest_for_training(self.validation_fraction, self.heldout_fraction)
 
 
 def learn(config: LearnConfig, progress: bool | None = None) -> tuple[dict, str]:

@@ -92,11 +92,7 @@ class RunConfig:
 
     @property
     def fractions(self) -> SplitFractions:
-        return SplitFractions(
-            train=1.0 - self.validation_fraction - self.heldout_fraction,
-            validation=self.validation_fraction,
-            heldout=self.heldout_fraction,
-        )
+        return SplitFractions.rest_for_training(self.validation_fraction, self.heldout_fraction)
 
 
 def run_online(config: RunConfig, progress: bool | None = None) -> dict:

@@ -31,6 +31,11 @@ class SplitFractions:
         if not np.isclose(sum(shares), 1.0):
             raise ValueError(f"split fractions must sum to 1, got {shares}")
 
+    @classmethod
+    def rest_for_training(cls, validation: float, heldout: float) -> SplitFractions:
+        """The shares kept for validation and held out; training gets what is left."""
+        return cls(train=1.0 - validation - heldout, validation=validation, heldout=heldout)
+
 
 def split_of(content_id: str, split_seed: int, fractions: SplitFractions = SplitFractions()) -> str:
     """The split (``train``, ``validation`` or ``heldout``) of one episode."""

@@ -38,8 +38,7 @@ class FitCommandConfig:
 
     @property
     def fractions(self) -> SplitFractions:
-        return SplitFractions(train=1.0 - self.validation_fraction - self.heldout_fraction,
-                              validation=self.validation_fraction, heldout=self.heldout_fraction)
+        return SplitFractions.rest_for_training(self.validation_fraction, self.heldout_fraction)
 
 
 def run(config: FitCommandConfig) -> tuple[dict, str]:
