@@ -23,6 +23,9 @@ import gymnasium as gym
 import numpy as np
 
 from tasks.errors import InputError
+from tasks.pixels import register_pixel_environments
+
+register_pixel_environments()  # the camera-frame tasks below name environments of ours
 
 ObservationKind = Literal["vector", "image"]
 
@@ -81,6 +84,10 @@ TASKS: dict[str, Task] = {
         Task("pendulum", "Pendulum-v1", horizon=200, reward_threshold=-200.0),
         Task("halfcheetah", "HalfCheetah-v5", horizon=1000, reward_threshold=4800.0),
         Task("hopper", "Hopper-v5", horizon=1000, reward_threshold=3800.0),
+        Task("pendulum-pixels", "dreamer/PendulumPixels-v0", horizon=200, reward_threshold=-200.0,
+             observation_kind="image"),
+        Task("cartpole-pixels", "dreamer/CartPolePixels-v0", horizon=500, reward_threshold=475.0,
+             observation_kind="image"),
     )
 }
 

@@ -47,6 +47,10 @@ def build_model(
 
 def build_model_for_spaces(kind: str, observation_space, action_space, config: Any, seed: int = 0) -> nnx.Module:
     """A freshly initialised model of ``kind`` for a task's (or a trace file's) spaces."""
+    frames = observation_space.dtype == np.uint8 and len(observation_space.shape) in (2, 3)
+    if kind == "ensemble" and frames:
+        raise InputError(f"observations {observation_space}", "are camera frames; the ensemble models vector "
+                                                               "observations (frames need a recurrent latent model)")
     discrete = hasattr(action_space, "n")
     action_size = int(action_space.n) if discrete else int(np.prod(action_space.shape))
     start = int(action_space.start) if discrete else 0
