@@ -22,6 +22,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.sharding import Mesh
 from tqdm import tqdm
 
 from tasks.config import config, option
@@ -29,6 +30,7 @@ from tasks.episodes import Episodes
 from tasks.errors import RunFailed
 from tasks.run_directory import RunDirectory
 from tasks.sampler import sample_sequences, sequence_data, transition_batch
+from worldmodel.sharding import check_batch_divides, data_mesh, replicate, split_batch
 
 
 @config
@@ -83,6 +85,7 @@ def fit_world_model(
     resume: bool = False,
     progress: bool = True,
     metric_prefix: str = "world_model/",
+    mesh: Mesh | None = None,
 ) -> FitResult:
     """Fit ``model`` in place on ``train``, early-stopped on ``validation``.
 
@@ -98,6 +101,8 @@ def fit_world_model(
         resume: continue from the run's last checkpoint.
         progress: show a progress bar on stderr.
         metric_prefix: prefix of the logged metric names.
+        mesh: devices to split each training batch over (`worldmodel.sharding`);
+            None: all local devices.
 
     Raises:
         FitDiverged: the loss became NaN or infinite.
@@ -106,11 +111,14 @@ def fit_world_model(
     if hasattr(model, "fit_statistics"):
         model.fit_statistics(train)
     members = getattr(getattr(model, "config", None), "members", 1)
-    data = sequence_data(train)
+    mesh = mesh or data_mesh()
+    check_batch_divides(mesh, config.batch_size * members, "--fit.batch-size x --ensemble.members")
+    data = replicate(sequence_data(train), mesh)
     validation_batch = transition_batch(validation if validation is not None else train)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    train_calls, validate, optimizer = _compiled_functions(graphdef, config, members)
-    opt_state = optimizer.init(params)
+    params, rest = replicate((params, rest), mesh)
+    train_calls, validate, optimizer = _compiled_functions(graphdef, config, members, mesh)
+    opt_state = replicate(optimizer.init(params), mesh)  # its step count too, or the second call recompiles
 
     progress_state = {"call": 0, "updates": 0, "best_loss": math.inf, "stale": 0, "best_call": -1}
     best_params = params
@@ -179,14 +187,14 @@ def fit_world_model(
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_functions(graphdef, config: FitConfig, members: int):
+def _compiled_functions(graphdef, config: FitConfig, members: int, mesh: Mesh):
     """The jitted training and validation functions, built once per model structure.
 
     The online loop refits the same model every round; keeping the same jitted functions
     means a round only compiles again when the data outgrows its padded capacity.
     """
     optimizer = _optimizer(config)
-    return _make_train_calls(graphdef, optimizer, config, members), _make_validate(graphdef), optimizer
+    return _make_train_calls(graphdef, optimizer, config, members, mesh), _make_validate(graphdef), optimizer
 
 
 def _optimizer(config: FitConfig) -> optax.GradientTransformation:
@@ -199,8 +207,9 @@ def _optimizer(config: FitConfig) -> optax.GradientTransformation:
     )
 
 
-def _make_train_calls(graphdef, optimizer, config: FitConfig, members: int):
-    """One jitted call running ``updates_per_call`` updates in a scan."""
+def _make_train_calls(graphdef, optimizer, config: FitConfig, members: int, mesh: Mesh):
+    """One jitted call running ``updates_per_call`` updates in a scan, each batch split
+    over ``mesh``'s devices (the same batch is drawn whatever their number)."""
 
     def loss_fn(params, rest, batch):
         model = nnx.merge(graphdef, params, rest)
@@ -208,7 +217,7 @@ def _make_train_calls(graphdef, optimizer, config: FitConfig, members: int):
 
     def update(carry, key):
         params, opt_state, rest, data = carry
-        batch = sample_sequences(data, key, config.batch_size * members, config.sequence_length)
+        batch = split_batch(sample_sequences(data, key, config.batch_size * members, config.sequence_length), mesh)
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, batch)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)

@@ -15,6 +15,7 @@ from tasks.traces import read_traces
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig, fit_world_model
 from worldmodel.saving import build_model_for_spaces, load, load_spec, save_model
+from worldmodel.sharding import DEVICES_HELP, data_mesh
 
 
 @config
@@ -29,6 +30,7 @@ class FitCommandConfig:
     heldout_fraction: float = option(0.1, min=0, max=1, help="share of episodes kept out of all learning, for `check`")
     warm_start: str | None = option(None, help="run directory of a fitted model to start from")
     resume: bool = option(False, help="continue a killed run in --out from its last checkpoint")
+    devices: int | None = option(None, min=1, help=DEVICES_HELP)
     seed: int = option(0, help="seed of initial weights and minibatch draws")
 
 
@@ -43,6 +45,7 @@ class FitCommandConfig:
 
 def run(config: FitCommandConfig) -> tuple[dict, str]:
     started = time.perf_counter()
+    mesh = data_mesh(config.devices)
     traces = read_traces(config.traces)
     if traces.task is None:
         raise InputError(config.traces, "the trace file names no task; re-import it with --task")
@@ -60,7 +63,7 @@ def run(config: FitCommandConfig) -> tuple[dict, str]:
     with RunDirectory(config.out, config, resume=config.resume) as run_dir:
         result = fit_world_model(
             model, train, validation, config.fit, seed=config.seed, run=run_dir,
-            resume=config.resume, progress=sys.stderr.isatty(),
+            resume=config.resume, progress=sys.stderr.isatty(), mesh=mesh,
         )
         save_model(
             config.out,
