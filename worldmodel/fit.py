@@ -112,7 +112,8 @@ def fit_world_model(
         model.fit_statistics(train)
     members = getattr(getattr(model, "config", None), "members", 1)
     mesh = mesh or data_mesh()
-    check_batch_divides(mesh, config.batch_size * members, "--fit.batch-size x --ensemble.members")
+    check_batch_divides(mesh, config.batch_size * members,
+                        "--fit.batch-size" + (" x --ensemble.members" if members > 1 else ""))
     data = replicate(sequence_data(train), mesh)
     validation_batch = transition_batch(validation if validation is not None else train)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
