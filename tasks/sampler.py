@@ -130,28 +130,44 @@ def sample_sequences(data: SequenceData, key: jax.Array, batch_size: int, length
 
 
 def transition_batch(episodes: Episodes, capacity: int | None = None) -> SequenceBatch:
-    """Every transition of ``episodes`` as one batch of windows of length one.
+    """Every transition of ``episodes`` as one batch of windows of length one (`window_batch`)."""
+    return window_batch(episodes, 1, capacity)
 
-    Rows past the real transitions (padding up to ``capacity``, by default the next power
-    of two) are masked, so evaluating a growing validation set keeps one shape.
+
+def window_batch(episodes: Episodes, length: int, capacity: int | None = None) -> SequenceBatch:
+    """Every episode cut into consecutive windows of ``length`` steps, as one batch.
+
+    An episode's last window is masked past its end. Rows past the real windows (padding
+    up to ``capacity``, by default the next power of two) are masked too, so evaluating a
+    growing validation set keeps one shape. Models that filter through time are validated
+    on these; for one-step models (length one) it is every transition once.
     """
-    before, after = episodes.transitions()
-    count = len(before)
+    lengths = episodes.lengths
+    windows_per_episode = -(-lengths // length)
+    count = int(windows_per_episode.sum())
     capacity = capacity or _next_power_of_two(count)
     if capacity < count:
-        raise ValueError(f"capacity {capacity} is below the {count} transitions")
+        raise ValueError(f"capacity {capacity} is below the {count} windows")
+    episode = np.repeat(np.arange(episodes.num_episodes), windows_per_episode)
+    first_window = np.cumsum(windows_per_episode) - windows_per_episode
+    start = episodes.step_offsets[:-1][episode] + (np.arange(count) - first_window[episode]) * length
+    end = episodes.step_offsets[1:][episode][:, None]
+    steps = start[:, None] + np.arange(length)[None, :]
+    mask = steps < end
+    steps = np.minimum(steps, end - 1)
+    # A step's observation sits at step + episode (each episode keeps its reset observation).
+    obs_rows = np.minimum(start[:, None] + np.arange(length + 1)[None, :], end) + episode[:, None]
 
     def padded(values: np.ndarray) -> jax.Array:
         pad = [(0, capacity - len(values))] + [(0, 0)] * (values.ndim - 1)
         return jnp.asarray(np.pad(values, pad, mode="edge"))
 
-    observations = np.stack([episodes.observations[before], episodes.observations[after]], axis=1)
-    mask = jnp.asarray(np.arange(capacity) < count)[:, None]
+    mask = padded(mask) & jnp.asarray(np.arange(capacity) < count)[:, None]
     return SequenceBatch(
-        obs=padded(observations),
-        action=padded(episodes.actions)[:, None],
-        reward=jnp.where(mask, padded(episodes.rewards.astype(np.float32))[:, None], 0.0),
-        terminated=mask & padded(episodes.terminations)[:, None],
+        obs=padded(episodes.observations[obs_rows]),
+        action=padded(episodes.actions[steps]),
+        reward=jnp.where(mask, padded(episodes.rewards.astype(np.float32)[steps]), 0.0),
+        terminated=mask & padded(episodes.terminations[steps]),
         mask=mask,
     )
 

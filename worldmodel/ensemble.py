@@ -68,6 +68,8 @@ class EnsembleModel(nnx.Module):
     """The ensemble world model; its state is the observation itself, ``[B, *obs_shape]``."""
 
     kind = "ensemble"
+    sequence_length = 1  # steps per training window: a one-step model learns from transitions
+    context_length = 0  # real steps to filter before a rollout: none, the state is the observation
 
     def __init__(
         self,

@@ -29,11 +29,15 @@ class FidelityConfig:
     horizon: the longest open-loop horizon H.
     start_every: a rollout starts every this many steps of each held-out episode.
     min_samples: horizons with fewer rollouts than this report null.
+    context: real steps a model filters (`observe`) before each rollout; None: the
+        model's own (``model.context_length``: 0 for the ensemble, whose state is the
+        observation; a few steps for a model with memory).
     """
 
     horizon: int = option(50, min=1)
     start_every: int = option(1, min=1)
     min_samples: int = option(10, min=1)
+    context: int | None = option(None, min=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +46,9 @@ class OpenLoopWindows:
 
     Attributes:
         start_obs: ``[S, *obs_shape]`` the real observation each rollout starts from.
+        context_obs: ``[S, C, *obs_shape]`` the ``C`` real observations before it.
+        context_actions: ``[S, C, ...]`` the actions taken between them (the last leads
+            to ``start_obs``).
         actions: ``[S, H, ...]`` the recorded actions (repeated past the episode's end).
         obs: ``[S, H, *obs_shape]`` the real observation after each step.
         rewards: ``[S, H]``.
@@ -50,6 +57,8 @@ class OpenLoopWindows:
     """
 
     start_obs: np.ndarray
+    context_obs: np.ndarray
+    context_actions: np.ndarray
     actions: np.ndarray
     obs: np.ndarray
     rewards: np.ndarray
@@ -66,33 +75,56 @@ class Predictions:
     continue_prob: np.ndarray
 
 
-def open_loop_windows(episodes: Episodes, horizon: int, start_every: int) -> OpenLoopWindows:
-    """Cut held-out episodes into open-loop windows starting every ``start_every`` steps."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("start_obs", "actions", "obs", "rewards", "terminated", "valid")}
+def open_loop_windows(episodes: Episodes, horizon: int, start_every: int, context: int = 0) -> OpenLoopWindows:
+    """Cut held-out episodes into open-loop windows starting every ``start_every`` steps,
+    each after ``context`` real steps (so the first starts at step ``context``)."""
+    fields = ("start_obs", "context_obs", "context_actions", "actions", "obs", "rewards", "terminated", "valid")
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in fields}
     for episode in episodes:
         length = len(episode)
-        for start in range(0, length, start_every):
+        for start in range(context, length, start_every):
             steps = start + np.arange(horizon)
             valid = steps < length
             clipped = np.minimum(steps, length - 1)
             parts["start_obs"].append(episode.observations[start])
+            parts["context_obs"].append(episode.observations[start - context:start])
+            parts["context_actions"].append(episode.actions[start - context:start])
             parts["actions"].append(episode.actions[clipped])
             parts["obs"].append(episode.observations[clipped + 1])
             parts["rewards"].append(np.where(valid, episode.rewards[clipped], 0.0))
             parts["terminated"].append(valid & episode.terminations[clipped])
             parts["valid"].append(valid)
+    if not parts["start_obs"]:
+        raise ValueError(f"no held-out episode is longer than the context of {context} steps")
     return OpenLoopWindows(**{k: np.stack(v) for k, v in parts.items()})
 
 
 def model_predictions(model: nnx.Module, windows: OpenLoopWindows, key: jax.Array) -> Predictions:
-    """Roll ``model`` open loop from every window's start with the recorded actions."""
+    """Filter ``model`` through every window's context, then roll it open loop from the
+    window's start with the recorded actions."""
     graphdef, state = nnx.split(model)
-    obs, rewards, continues = _rollout(graphdef, state, jnp.asarray(windows.start_obs), jnp.asarray(windows.actions), key)
+    inputs = (windows.context_obs, windows.context_actions, windows.start_obs, windows.actions)
+    obs, rewards, continues = _rollout(graphdef, state, *map(jnp.asarray, inputs), key)
     return Predictions(np.asarray(obs), np.asarray(rewards), np.asarray(continues))
 
 
+def filtered_state(model: nnx.Module, context_obs: jax.Array, context_actions: jax.Array, start_obs: jax.Array):
+    """The model's state at ``start_obs`` after observing the real context before it."""
+    if context_obs.shape[1] == 0:
+        return model.initial_state(start_obs)
+    later_obs = jnp.concatenate([context_obs[:, 1:], start_obs[:, None]], axis=1)
+
+    def observe(model_state, inputs):
+        action, next_obs = inputs
+        return model.observe(model_state, action, next_obs), None
+
+    state, _ = jax.lax.scan(observe, model.initial_state(context_obs[:, 0]),
+                            (jnp.swapaxes(context_actions, 0, 1), jnp.swapaxes(later_obs, 0, 1)))
+    return state
+
+
 @jax.jit
-def _rollout(graphdef, state, start_obs, actions, key):
+def _rollout(graphdef, state, context_obs, context_actions, start_obs, actions, key):
     model = nnx.merge(graphdef, state)
 
     def step(carry, inputs):
@@ -102,7 +134,8 @@ def _rollout(graphdef, state, start_obs, actions, key):
         return model_state, (model.decode(model_state), reward, continue_prob)
 
     keys = jax.random.split(key, actions.shape[1])
-    _, (obs, rewards, continues) = jax.lax.scan(step, model.initial_state(start_obs), (jnp.swapaxes(actions, 0, 1), keys))
+    start = filtered_state(model, context_obs, context_actions, start_obs)
+    _, (obs, rewards, continues) = jax.lax.scan(step, start, (jnp.swapaxes(actions, 0, 1), keys))
     return jnp.swapaxes(obs, 0, 1), rewards.T, continues.T
 
 
@@ -182,7 +215,8 @@ def fidelity_report(model: nnx.Module, heldout: Episodes, train: Episodes, confi
     ``train`` is what the model learned from: it scales observation errors and fits the
     linear predictor.
     """
-    windows = open_loop_windows(heldout, config.horizon, config.start_every)
+    context = config.context if config.context is not None else getattr(model, "context_length", 0)
+    windows = open_loop_windows(heldout, config.horizon, config.start_every, context)
     scale = observation_scale(train)
     terminates = bool(train.terminations.any() or heldout.terminations.any())
     encode = lambda actions: np.asarray(model.encode_action(np.asarray(actions)))  # noqa: E731
@@ -193,6 +227,7 @@ def fidelity_report(model: nnx.Module, heldout: Episodes, train: Episodes, confi
     }
     return {
         "heldout_episodes": heldout.num_episodes,
+        "context": context,
         "rollouts": int(windows.valid.shape[0]),
         "horizons": list(range(1, config.horizon + 1)),
         "predictors": {

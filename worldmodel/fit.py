@@ -29,7 +29,7 @@ from tasks.config import config, option
 from tasks.episodes import Episodes
 from tasks.errors import RunFailed
 from tasks.run_directory import RunDirectory
-from tasks.sampler import sample_sequences, sequence_data, transition_batch
+from tasks.sampler import sample_sequences, sequence_data, window_batch
 from worldmodel.sharding import check_batch_divides, data_mesh, replicate, split_batch
 
 
@@ -39,7 +39,8 @@ class FitConfig:
 
     Attributes:
         batch_size: transitions per ensemble member (or sequences) per update.
-        sequence_length: steps per training window (1 for one-step models).
+        sequence_length: steps per training window; None: the model's own
+            (``model.sequence_length``: 1 for the ensemble, 32 for the RSSM).
         learning_rate: Adam step size.
         weight_decay: decoupled weight decay on kernels.
         updates_per_call: updates fused into one jitted call; validation runs between calls.
@@ -50,7 +51,7 @@ class FitConfig:
     """
 
     batch_size: int = option(256, min=1)
-    sequence_length: int = option(1, min=1)
+    sequence_length: int | None = option(None, min=1)
     learning_rate: float = option(1e-3, min=0)
     weight_decay: float = option(1e-5, min=0)
     updates_per_call: int = option(250, min=1)
@@ -115,7 +116,9 @@ def fit_world_model(
     check_batch_divides(mesh, config.batch_size * members,
                         "--fit.batch-size" + (" x --ensemble.members" if members > 1 else ""))
     data = replicate(sequence_data(train), mesh)
-    validation_batch = transition_batch(validation if validation is not None else train)
+    length = config.sequence_length or getattr(model, "sequence_length", 1)
+    config = dataclasses.replace(config, sequence_length=length)
+    validation_batch = window_batch(validation if validation is not None else train, length)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params, rest = replicate((params, rest), mesh)
     train_calls, validate, optimizer = _compiled_functions(graphdef, config, members, mesh)

@@ -116,6 +116,8 @@ class RSSMModel(nnx.Module):
     """The recurrent latent world model; its state is an `RSSMState`."""
 
     kind = "rssm"
+    sequence_length = 32  # steps per training window: the memory learns from what came before
+    context_length = 8  # real steps filtered before a fidelity rollout, so the memory holds the motion
 
     def __init__(
         self,

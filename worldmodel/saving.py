@@ -21,9 +21,10 @@ from tasks.errors import InputError
 from tasks.json_files import read_json_object
 from tasks.module_state import restore_module_state, save_module_state
 from worldmodel.ensemble import EnsembleConfig, EnsembleModel
+from worldmodel.rssm import RSSMConfig, RSSMModel
 
 MODEL_FILE = "model.json"
-MODEL_KINDS: dict[str, tuple[type, type]] = {"ensemble": (EnsembleModel, EnsembleConfig)}
+MODEL_KINDS: dict[str, tuple[type, type]] = {"ensemble": (EnsembleModel, EnsembleConfig), "rssm": (RSSMModel, RSSMConfig)}
 SPEC_FIELDS = {"kind": str, "observation_shape": list, "action_size": int, "discrete_actions": bool, "config": dict}
 
 
@@ -48,9 +49,9 @@ def build_model(
 def build_model_for_spaces(kind: str, observation_space, action_space, config: Any, seed: int = 0) -> nnx.Module:
     """A freshly initialised model of ``kind`` for a task's (or a trace file's) spaces."""
     frames = observation_space.dtype == np.uint8 and len(observation_space.shape) in (2, 3)
-    if kind == "ensemble" and frames:
-        raise InputError(f"observations {observation_space}", "are camera frames; the ensemble models vector "
-                                                               "observations (frames need a recurrent latent model)")
+    if frames:  # the RSSM's convolutional encoder and decoder are not built yet
+        raise InputError(f"observations {observation_space}", f"are camera frames; the {kind} models vector "
+                                                               "observations only, for now")
     discrete = hasattr(action_space, "n")
     action_size = int(action_space.n) if discrete else int(np.prod(action_space.shape))
     start = int(action_space.start) if discrete else 0

@@ -14,6 +14,7 @@ from tasks.splits import SplitFractions, fitting_episodes, split_record
 from tasks.traces import read_traces
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig, fit_world_model
+from worldmodel.rssm import RSSMConfig
 from worldmodel.saving import build_model_for_spaces, load, load_spec, save_model
 from worldmodel.sharding import DEVICES_HELP, data_mesh
 
@@ -22,8 +23,10 @@ from worldmodel.sharding import DEVICES_HELP, data_mesh
 class FitCommandConfig:
     traces: str = option(help="trace folder, its data/ folder, or a dataset id")
     out: str = option(help="run directory to write")
-    model: Literal["ensemble"] = option("ensemble", help="world model kind")
+    model: Literal["ensemble", "rssm"] = option("ensemble", help="world model kind: an ensemble of one-step "
+                                                                 "MLPs, or a recurrent latent model")
     ensemble: EnsembleConfig = option(EnsembleConfig(), help="ensemble settings")
+    rssm: RSSMConfig = option(RSSMConfig(), help="recurrent latent model settings (--model rssm)")
     fit: FitConfig = option(FitConfig(), help="fitting settings")
     split_seed: int = option(0, help="seed of the episode-content hash that assigns splits")
     validation_fraction: float = option(0.1, min=0, max=1, help="share of episodes kept for early stopping")
@@ -58,7 +61,8 @@ def run(config: FitCommandConfig) -> tuple[dict, str]:
         if spec["kind"] != config.model:
             raise InputError(config.warm_start, f"is a {spec['kind']} model, not {config.model}")
     else:
-        model = build_model_for_spaces(config.model, traces.observation_space, traces.action_space, config.ensemble,
+        settings = config.rssm if config.model == "rssm" else config.ensemble
+        model = build_model_for_spaces(config.model, traces.observation_space, traces.action_space, settings,
                                        seed=config.seed)
     with RunDirectory(config.out, config, resume=config.resume) as run_dir:
         result = fit_world_model(

@@ -2,7 +2,7 @@ import jax
 import numpy as np
 
 from tasks.episodes import Episode, Episodes
-from tasks.sampler import sample_sequences, sequence_data
+from tasks.sampler import sample_sequences, sequence_data, transition_batch, window_batch
 
 sample = jax.jit(sample_sequences, static_argnums=(2, 3))
 
@@ -80,3 +80,23 @@ def test_same_key_gives_the_same_batch():
     data = sequence_data(_labelled_episodes([10, 10], [True, False]))
     a, b = sample(data, jax.random.key(7), 64, 5), sample(data, jax.random.key(7), 64, 5)
     np.testing.assert_array_equal(a.obs, b.obs)
+
+
+def test_validation_windows_tile_every_episode_once():
+    lengths = [5, 2, 7]
+    episodes = _labelled_episodes(lengths, [True, False, True])
+    batch = jax.device_get(window_batch(episodes, 3))
+    starts = [(0, 0), (0, 3), (1, 0), (2, 0), (2, 3), (2, 6)]  # (episode, first step) of each window
+    assert batch.obs.shape == (8, 4, 2)  # 6 windows, padded to 8
+    for row, (e, t0) in enumerate(starts):
+        valid = min(3, lengths[e] - t0)
+        np.testing.assert_array_equal(batch.mask[row], np.arange(3) < valid)
+        np.testing.assert_array_equal(batch.obs[row, :, 0], e)
+        np.testing.assert_array_equal(batch.obs[row, : valid + 1, 1], t0 + np.arange(valid + 1))
+        np.testing.assert_array_equal(batch.action[row, :valid, 0], t0 + np.arange(valid))
+        assert batch.terminated[row].any() == (e != 1 and t0 + valid == lengths[e])
+    assert not batch.mask[6:].any() and not batch.reward[6:].any()
+    # Windows of one step are every transition once, in order.
+    single = jax.device_get(transition_batch(episodes))
+    assert int(single.mask.sum()) == sum(lengths)
+    np.testing.assert_array_equal(single.obs[: sum(lengths), 0, 1], np.concatenate([np.arange(n) for n in lengths]))

@@ -48,6 +48,16 @@ def labelled():
 # -- open-loop windows ------------------------------------------------------------------
 
 
+def test_a_windows_context_is_the_real_steps_before_its_start(labelled):
+    windows = open_loop_windows(labelled, horizon=2, start_every=1, context=2)
+    # starts: episode 0 at step 2, episode 1 at steps 2, 3 and 4 (no room for a context before)
+    np.testing.assert_array_equal(windows.start_obs[:, 0], [2, 102, 103, 104])
+    np.testing.assert_array_equal(windows.context_obs[:, :, 0], [[0, 1], [100, 101], [101, 102], [102, 103]])
+    np.testing.assert_array_equal(windows.context_actions[:, :, 0], np.float32([[0, 0.1], [0, 0.1], [0.1, 0.2], [0.2, 0.3]]))
+    with pytest.raises(ValueError, match="longer than the context"):
+        open_loop_windows(labelled, horizon=2, start_every=1, context=5)
+
+
 def test_open_loop_windows_hold_the_real_steps_after_each_start(labelled):
     windows = open_loop_windows(labelled, horizon=4, start_every=2)
 

@@ -4,6 +4,7 @@ its categorical latents, its loss, and that it learns Pendulum's dynamics."""
 from __future__ import annotations
 
 import functools
+import json
 import math
 
 import jax
@@ -13,9 +14,12 @@ import optax
 import pytest
 from flax import nnx
 
+from dreamer.cli import main
 from tasks.registry import get_task
+from tasks.traces import write_traces
 from tasks.sampler import SequenceBatch, sample_sequences, sequence_data
 from tests.worldmodel.conformance import check_world_model_conformance, real_transitions
+from worldmodel.saving import load
 from worldmodel.rssm import (
     SIZE_PRESETS,
     RSSMConfig,
@@ -344,3 +348,20 @@ def test_a_tiny_rssm_learns_pendulum_better_than_nothing_changes(record_random):
     model_rmse = np.sqrt(np.mean(((predicted - obs[1:]) / scale)[context:] ** 2))
     nothing_changes_rmse = np.sqrt(np.mean(((obs[:-1] - obs[1:]) / scale)[context:] ** 2))
     assert model_rmse < 0.8 * nothing_changes_rmse, (model_rmse, nothing_changes_rmse)
+
+
+def test_fit_and_check_a_recurrent_model_from_the_command_line(tmp_path, record_random):
+    task = get_task("pendulum")
+    traces, out = tmp_path / "traces", tmp_path / "rssm"
+    write_traces(traces, record_random("pendulum", 10), task)
+    unseen = tmp_path / "unseen"
+    write_traces(unseen, record_random("pendulum", 2, seed=1), task)
+    assert main(["fit", "--traces", str(traces), "--model", "rssm", "--rssm.size", "tiny", "--fit.batch-size", "8",
+                 "--fit.max-updates", "20", "--fit.updates-per-call", "10", "--out", str(out)]) == 0
+    model = load(out)
+    assert isinstance(model, RSSMModel) and model.config.size == "tiny"
+    assert main(["check", "--world-model", str(out), "--traces", str(unseen), "--split", "all",
+                 "--fidelity.horizon", "5", "--out", str(tmp_path / "check")]) == 0
+    report = json.loads((tmp_path / "check" / "fidelity.json").read_text())
+    assert report["context"] == RSSMModel.context_length  # rollouts start after filtering real steps
+    assert all(np.isfinite(x) for x in report["predictors"]["model"]["obs_rmse"] if x is not None)
