@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import jax
+import numpy as np
 
 from tasks.config import config, option
 from tasks.episodes import Episodes
@@ -14,6 +15,7 @@ from tasks.errors import InputError
 from tasks.registry import check_spaces_match, task_from_record
 from tasks.splits import describe_split, fitting_episodes, heldout_episodes, recorded_split, split_record
 from tasks.traces import read_traces
+from worldmodel.dream_beside_real import dream_of_episode, plot_dream_beside_real
 from worldmodel.fidelity import FidelityConfig, fidelity_report, plot_fidelity
 from worldmodel.saving import load, load_spec
 
@@ -27,6 +29,8 @@ class CheckConfig:
                                               "model was fitted with, or 'all' for a file nothing learned from")
     split_seed: int | None = option(None, help="split seed (default: the one the model was fitted with)")
     out: str | None = option(None, help="folder for fidelity.json and fidelity.png (default: the model's run directory)")
+    dreams: int = option(3, min=0, help="held-out episodes, drawn at random, replayed in the model whole beside the "
+                                        "real ones (dream-EPISODE.png)")
     seed: int = option(0, help="seed of the model's sampling during rollouts")
 
 
@@ -68,9 +72,24 @@ def run(config: CheckConfig) -> tuple[dict, str]:
     }
     out = Path(config.out or config.world_model)
     out.mkdir(parents=True, exist_ok=True)
+    report["dream_plots"] = _draw_dreams(model, heldout, report["context"], config, out, task.name)
     (out / "fidelity.json").write_text(json.dumps(report, indent=2))
     plot_fidelity(report, out / "fidelity.png", f"{task.name}: open-loop error on {heldout.num_episodes} held-out episodes")
     return report, _table(report, out)
+
+
+def _draw_dreams(model, heldout: Episodes, context: int, config: CheckConfig, out: Path, task_name: str) -> list[str]:
+    """``config.dreams`` sampled held-out episodes dreamed whole after their context; the files written."""
+    long_enough = [i for i in range(heldout.num_episodes) if heldout.lengths[i] > context]
+    chosen = np.random.default_rng(config.seed).permutation(long_enough)[:config.dreams]
+    written = []
+    for index in sorted(chosen.tolist()):
+        real, dreamed = dream_of_episode(model, heldout.episode(index), context, jax.random.key(config.seed))
+        name = f"dream-{index}.png"
+        plot_dream_beside_real(real, dreamed, context, out / name,
+                               f"{task_name}: held-out episode {index}, dreamed after {context} observed steps")
+        written.append(name)
+    return written
 
 
 def _learned_from(spec: dict, task, split_seed: int, fractions) -> Episodes | None:
@@ -91,5 +110,7 @@ def _table(report: dict, out: Path) -> str:
         for measure in measures:
             values = [metrics[measure][k - 1] for k in horizons]
             lines.append(f"{name:<16} {measure:<22}" + "".join(f"{'-' if v is None else f'{v:.4g}':>10}" for v in values))
-    lines.append(f"wrote {out / 'fidelity.json'} and {out / 'fidelity.png'}")
+    lines.append(f"wrote {out / 'fidelity.json'} and {out / 'fidelity.png'}"
+                 + (f", and {len(report['dream_plots'])} dreams beside real episodes ({', '.join(report['dream_plots'])})"
+                    if report["dream_plots"] else ""))
     return "\n".join(lines)

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
@@ -13,7 +14,9 @@ from dreamer.cli import main
 from tasks.episodes import Episode, Episodes
 from tasks.registry import get_task
 from tasks.splits import split_of
-from tasks.traces import write_traces
+from tasks.traces import read_traces, write_traces
+from worldmodel.saving import load
+from worldmodel.dream_beside_real import dream_of_episode
 from worldmodel.fidelity import (
     Predictions,
     fidelity_metrics,
@@ -197,6 +200,19 @@ def test_check_reports_no_termination_accuracy_for_a_task_that_never_terminates(
         assert "termination_accuracy" not in metrics, name
         assert all(isinstance(v, float) for v in metrics["obs_rmse"] + metrics["reward_mae"]), name
     assert (run / "fidelity.png").read_bytes().startswith(PNG_SIGNATURE)
+    # Up to 3 held-out episodes dreamed whole beside the real ones, named by their held-out index.
+    assert 1 <= len(report["dream_plots"]) <= min(3, report["heldout_episodes"])
+    for name in report["dream_plots"]:
+        assert name.startswith("dream-") and (run / name).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_a_dream_of_a_whole_episode_starts_after_its_context(pendulum_run, pendulum_traces):
+    model = load(pendulum_run)
+    episode = read_traces(pendulum_traces).episodes.episode(0)
+    real, dreamed = dream_of_episode(model, episode, 3, jax.random.key(0))
+    np.testing.assert_array_equal(real, episode.observations)
+    assert dreamed.shape == (len(episode) - 3, *episode.observations.shape[1:])
+    assert np.isfinite(dreamed).all()
 
 
 def test_check_refuses_traces_without_held_out_episodes(capfd, tmp_path, cartpole_run, record_random):
