@@ -49,13 +49,18 @@ def imagine(world_model, policy: Policy, start_states, horizon: int, key: jax.Ar
         horizon: imagined steps.
         key: randomness for the policy and the model.
         with_uncertainty: also compute the model's disagreement at every step (costs
-            a forward pass of every elite, so it is off unless a penalty needs it).
+            a forward pass of every elite, so it is off unless a penalty needs it). A
+            model with ``step_with_uncertainty`` computes both from one pass.
     """
+    fused = with_uncertainty and hasattr(world_model, "step_with_uncertainty")
 
     def step(state, step_key):
         policy_key, model_key = jax.random.split(step_key)
         features = world_model.features(state)
         action, log_prob = policy(features, policy_key)
+        if fused:
+            next_state, reward, continue_prob, uncertainty = world_model.step_with_uncertainty(state, action, model_key)
+            return next_state, (features, action, log_prob, reward, continue_prob, uncertainty)
         if with_uncertainty:
             uncertainty = world_model.uncertainty(state, action)
         else:

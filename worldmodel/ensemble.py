@@ -180,6 +180,31 @@ class EnsembleModel(nnx.Module):
             mean = mean + jnp.exp(0.5 * logvar) * jax.random.normal(noise_key, mean.shape)
         return self._outcome(state, mean.reshape(-1, mean.shape[-1])[:batch])
 
+    def step_with_uncertainty(self, state: jax.Array, action: jax.Array,
+                              key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """`step` and `uncertainty` from one forward pass of every elite.
+
+        `uncertainty` needs all the elites' predictions anyway; the step takes each row's
+        from its own elite among them (the same elite, and the same noise, `step` gives
+        it), instead of a forward pass of its own.
+        """
+        batch = state.shape[0]
+        elites = self.config.elites
+        member_key, noise_key = jax.random.split(key)
+        inputs = self._inputs(state.reshape(batch, -1), action)
+        mean, logvar = self._predict(jnp.broadcast_to(inputs, (elites, *inputs.shape)), self.elite_members[...])
+        disagreement = jnp.linalg.norm(mean[..., : self._obs_size].std(axis=0), axis=-1)
+        # As in `step`: rows fall in `elites` equal groups, group g served by elite slot g + shift.
+        group = -(-batch // elites)
+        shift = jax.random.randint(member_key, (), 0, elites)
+        rows = jnp.arange(batch)
+        slot = (rows // group + shift) % elites
+        mean, logvar = mean[slot, rows], logvar[slot, rows]
+        if self.config.dream_noise:
+            noise = jax.random.normal(noise_key, (elites, group, mean.shape[-1])).reshape(-1, mean.shape[-1])[:batch]
+            mean = mean + jnp.exp(0.5 * logvar) * noise
+        return *self._outcome(state, mean), disagreement
+
     def step_rows(self, state: jax.Array, action: jax.Array, keys: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """`step` with one key per row: each row steps exactly as a batch of one with its key.
 

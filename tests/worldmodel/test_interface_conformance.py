@@ -101,6 +101,31 @@ def test_uncertainty_is_zero_when_the_members_agree_and_positive_otherwise(pendu
     assert (step_and_uncertainty(model, obs, action)[1] > 1e-3).all()
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _fused_step(graphdef, state, obs, action, key):
+    model = nnx.merge(graphdef, state)
+    return model.step_with_uncertainty(model.initial_state(obs), action, key)
+
+
+@pytest.mark.parametrize("dream_noise", [False, True])
+def test_one_pass_of_every_elite_gives_the_step_and_the_uncertainty(pendulum_episodes, dream_noise):
+    config = EnsembleConfig(members=5, elites=3, hidden_size=32, hidden_layers=2, termination_hidden=16,
+                            dream_noise=dream_noise)
+    model = tiny_ensemble("pendulum", config)
+    model.fit_statistics(pendulum_episodes)
+    for batch in (1, 7, 13):
+        obs, action, _ = real_transitions(pendulum_episodes, batch)
+        for key in jax.random.split(jax.random.key(batch), 4):
+            graphdef, state = nnx.split(model)
+            next_obs, reward, continues, uncertainty = jax.device_get(_fused_step(graphdef, state, obs, action, key))
+            start = model.initial_state(obs)
+            expected_obs, expected_reward, expected_continue = jax.device_get(model.step(start, action, key))
+            np.testing.assert_allclose(next_obs, expected_obs, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(reward, expected_reward, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(continues, expected_continue, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(uncertainty, jax.device_get(model.uncertainty(start, action)), rtol=1e-5)
+
+
 # -- the loss functions ------------------------------------------------------------------
 
 
