@@ -33,7 +33,7 @@ from tasks.traces import read_traces, write_traces
 
 FAST = settings(max_examples=20, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-LONG = settings(FAST, max_examples=60)
+LONG = settings(FAST, max_examples=30)
 
 STRAY_TEXT = ["", "nan", "inf", "-inf", "yes", "no", "abc", "1e400", "-0", "True", "false", "3.5", " 2", "None",
               "0x10", "1,5", "∞", "2.0", "-7"]
