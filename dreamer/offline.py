@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
@@ -24,6 +23,7 @@ from dreamer.dreaming import PolicyInDreams
 from tasks.episodes import Episodes
 from tasks.registry import Task
 from tasks.run_directory import RunDirectory
+from worldmodel.fidelity import transition_disagreement
 
 
 def halting(world_model: nnx.Module, train: Episodes, multiple: float, uncertainty_penalty: float) -> tuple[float, float]:
@@ -35,12 +35,7 @@ def halting(world_model: nnx.Module, train: Episodes, multiple: float, uncertain
     """
     if multiple <= 0:
         return 0.0, lowest_halt_reward(train.rewards, uncertainty_penalty, 0.0)
-    before, _ = train.transitions()
-    observations = jnp.asarray(train.observations[before], dtype=jnp.float32)
-    disagreement = jax.jit(lambda obs, act: world_model.uncertainty(world_model.initial_state(obs), act))(
-        observations, jnp.asarray(train.actions)
-    )
-    threshold = float(multiple * np.max(np.asarray(disagreement)))
+    threshold = float(multiple * np.max(transition_disagreement(world_model, train)))
     return threshold, lowest_halt_reward(train.rewards, uncertainty_penalty, threshold)
 
 

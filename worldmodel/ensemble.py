@@ -193,7 +193,7 @@ class EnsembleModel(nnx.Module):
         member_key, noise_key = jax.random.split(key)
         inputs = self._inputs(state.reshape(batch, -1), action)
         mean, logvar = self._predict(jnp.broadcast_to(inputs, (elites, *inputs.shape)), self.elite_members[...])
-        disagreement = jnp.linalg.norm(mean[..., : self._obs_size].std(axis=0), axis=-1)
+        disagreement = self._disagreement(mean)
         # As in `step`: rows fall in `elites` equal groups, group g served by elite slot g + shift.
         group = -(-batch // elites)
         shift = jax.random.randint(member_key, (), 0, elites)
@@ -253,7 +253,11 @@ class EnsembleModel(nnx.Module):
         inputs = self._inputs(state.reshape(batch, -1), action)
         elites = self.config.elites
         mean, _ = self._predict(jnp.broadcast_to(inputs, (elites, *inputs.shape)), self.elite_members[...])
-        return jnp.linalg.norm(mean[..., : self._obs_size].std(axis=0), axis=-1)
+        return self._disagreement(mean)
+
+    def _disagreement(self, elite_means: jax.Array) -> jax.Array:
+        """``[B]``: the elites' predicted observation changes ``[elites, B, out]`` spread, per row."""
+        return jnp.linalg.norm(elite_means[..., : self._obs_size].std(axis=0), axis=-1)
 
     # -- action encoding ----------------------------------------------------------------
 

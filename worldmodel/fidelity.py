@@ -254,11 +254,15 @@ def one_step_errors(model: nnx.Module, episodes: Episodes, obs_std: np.ndarray,
     (in units of ``obs_std``, averaged over dimensions) and its disagreement about that
     step (`uncertainty`), which says whether the model knew the state and action."""
     squared, _ = open_loop_squared_errors(model, episodes, obs_std, 1, key)
+    return squared, transition_disagreement(model, episodes)
+
+
+def transition_disagreement(model: nnx.Module, episodes: Episodes) -> np.ndarray:
+    """The model's disagreement (`uncertainty`) about every real transition of ``episodes``."""
     before, _ = episodes.transitions()
     graphdef, state = nnx.split(model)
-    disagreement = _disagreement(graphdef, state, jnp.asarray(episodes.observations[before]),
-                                 jnp.asarray(episodes.actions))
-    return squared, np.asarray(disagreement)
+    return np.asarray(_disagreement(graphdef, state, jnp.asarray(episodes.observations[before], dtype=jnp.float32),
+                                    jnp.asarray(episodes.actions)))
 
 
 @jax.jit

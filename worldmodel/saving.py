@@ -20,6 +20,7 @@ from flax import nnx
 from tasks.errors import InputError
 from tasks.json_files import read_json_object
 from tasks.module_state import restore_module_state, save_module_state
+from tasks.registry import observation_kind
 from worldmodel.ensemble import EnsembleConfig, EnsembleModel
 from worldmodel.rssm import RSSMConfig, RSSMModel
 
@@ -48,8 +49,7 @@ def build_model(
 
 def build_model_for_spaces(kind: str, observation_space, action_space, config: Any, seed: int = 0) -> nnx.Module:
     """A freshly initialised model of ``kind`` for a task's (or a trace file's) spaces."""
-    frames = observation_space.dtype == np.uint8 and len(observation_space.shape) in (2, 3)
-    if frames:  # the RSSM's convolutional encoder and decoder are not built yet
+    if observation_kind(observation_space) == "image":  # the RSSM's convolutional encoder is not built yet
         raise InputError(f"observations {observation_space}", f"are camera frames; the {kind} models vector "
                                                                "observations only, for now")
     discrete = hasattr(action_space, "n")
