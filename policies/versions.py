@@ -46,11 +46,6 @@ def read_rounds(run: str | os.PathLike) -> dict:
     return record
 
 
-def version_numbers(run: str | os.PathLike) -> list[int]:
-    """The versions the run's rounds saved, in order."""
-    return [int(entry["policy_version"]) for entry in read_rounds(run)["rounds"]]
-
-
 def policy_folder(run: str | os.PathLike, version: int | None = None) -> tuple[Path, int | None]:
     """Where the policy of ``run`` lives, and its version (None for an unversioned run).
 
