@@ -27,6 +27,7 @@ import optax
 from flax import nnx
 
 from dreamer.imagination import imagine
+from dreamer.start_states import StartStates, filtered_starts
 from dreamer.dream_losses import critic_loss, halt, pathwise_objective, policy_log_probs, score_function_objective
 from dreamer.returns import lambda_returns, normalise_by_scale, trajectory_weights, update_return_scale
 from policies.distributions import categorical_entropy
@@ -97,31 +98,17 @@ class DreamState(NamedTuple):
     updates: jax.Array
 
 
-class StartStates(NamedTuple):
-    """Real observations dreams start from, padded to a fixed capacity."""
-
-    observations: jax.Array
-    count: jax.Array
-
-
-def start_states(observations, capacity: int | None = None) -> StartStates:
-    """Put start observations on the device, padded to a power-of-two capacity."""
-    import numpy as np
-
-    observations = np.asarray(observations, dtype=np.float32)
-    count = len(observations)
-    capacity = capacity or 1 << max(0, (count - 1).bit_length())
-    padded = np.pad(observations, [(0, capacity - count)] + [(0, 0)] * (observations.ndim - 1), mode="edge")
-    return StartStates(jnp.asarray(padded), jnp.asarray(count, dtype=jnp.int32))
-
-
 def make_networks(feature_size: int, action_space, config: DreamConfig, seed: int) -> tuple[Actor, Critic]:
     rngs = nnx.Rngs(seed)
     return Actor(feature_size, action_space, config.network, rngs), Critic(feature_size, config.network, rngs)
 
 
-def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: DreamConfig):
-    """Pure ``init`` and jitted ``train`` functions for the given network shapes."""
+def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: DreamConfig, context: int = 0):
+    """Pure ``init`` and jitted ``train`` functions for the given network shapes.
+
+    ``context`` is how many real steps the model filters before each dream start (its
+    ``context_length``: 0 for the ensemble).
+    """
     actor_graph, actor_state = nnx.split(actor)
     critic_graph, critic_state = nnx.split(critic)
     actor_optimizer = optax.chain(optax.clip_by_global_norm(100.0), optax.adam(config.actor_learning_rate))
@@ -147,7 +134,7 @@ def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: 
     def imagine_from(actor_module, world_model, starts: StartStates, key):
         start_key, dream_key = jax.random.split(key)
         index = jax.random.randint(start_key, (config.batch_size,), 0, starts.count)
-        first = world_model.initial_state(starts.observations[index])
+        first = filtered_starts(world_model, starts, index, context)
 
         def policy(features, policy_key):
             action, log_prob = actor_module.sample(features, policy_key)

@@ -8,15 +8,19 @@ recompiling, and start states sit in a padded buffer that only grows by doubling
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
-from dreamer.actor_critic import DreamConfig, DreamState, make_dream_trainer, make_networks, start_states
+from dreamer.actor_critic import DreamConfig, DreamState, make_dream_trainer, make_networks
+from dreamer.start_states import StartStates, capacities, filtered_starts, start_states
+from tasks.episodes import Episodes
 from policies.networks import Actor
 from tasks.registry import Task
 
@@ -27,29 +31,33 @@ class PolicyInDreams:
     Args:
         world_model: the model dreams run in (any model of the interface).
         task: the task whose action space the actor acts in.
-        observations: real observations ``[N, *obs_shape]`` for the networks' input
-            statistics and as the first start states.
+        episodes: real training episodes: their steps are the first dream starts, and
+            the model's states there give the networks' input statistics.
         config: dream settings.
         seed: seed of the networks' initial weights.
     """
 
-    def __init__(self, world_model: nnx.Module, task: Task, observations: np.ndarray, config: DreamConfig, seed: int):
+    def __init__(self, world_model: nnx.Module, task: Task, episodes: Episodes, config: DreamConfig, seed: int):
         self.config = config
         self.task = task
-        features = np.asarray(world_model.features(world_model.initial_state(np.asarray(observations, np.float32))))
+        self.context = getattr(world_model, "context_length", 0)
+        self.starts = start_states(episodes)
+        features = start_features(world_model, self.starts, self.context)
         actor, critic = make_networks(features.shape[-1], task.action_space, config, seed)
         actor.input_norm.fit(features)
         critic.input_norm.fit(features)
         self._actor_graph = nnx.graphdef(actor)
-        self._init, self._train = make_dream_trainer(nnx.graphdef(world_model), actor, critic, config)
+        self._init, self._train = make_dream_trainer(nnx.graphdef(world_model), actor, critic, config, self.context)
         self.state: DreamState = self._init()
-        self.starts = start_states(observations)
 
-    def set_start_observations(self, observations: np.ndarray) -> None:
-        """Dreams start from these real observations from now on."""
-        capacity = self.starts.observations.shape[0]
-        # Keep the capacity unless the data outgrew it, so the jitted call is reused.
-        self.starts = start_states(observations, capacity if len(observations) <= capacity else None)
+    def set_start_episodes(self, episodes: Episodes) -> None:
+        """Dreams start from these real episodes' steps from now on."""
+        held = capacities(self.starts)
+        new = start_states(episodes)
+        # Keep the capacities unless the data outgrew them, so the jitted call is reused.
+        if all(a <= b for a, b in zip(capacities(new), held)):
+            new = start_states(episodes, held)
+        self.starts = new
 
     def train(self, world_model: nnx.Module, updates: int, key: jax.Array, log=None, progress: bool = True) -> dict:
         """Run ``updates`` updates (rounded up to whole calls); returns the last call's metrics.
@@ -93,3 +101,23 @@ class PolicyInDreams:
 
     def restore(self, state: DreamState) -> None:
         self.state = DreamState(*state) if not isinstance(state, DreamState) else state
+
+
+START_BLOCK = 4096  # starts filtered per call when computing input statistics
+
+
+def start_features(world_model: nnx.Module, starts: StartStates, context: int) -> np.ndarray:
+    """What the policy sees at every start, ``[count, F]``, computed in fixed-size blocks."""
+    graph, state = nnx.split(world_model)
+    count = int(starts.count)
+    last = starts.starts.shape[0] - 1
+    blocks = [np.asarray(_start_features(graph, state, starts, jnp.minimum(jnp.arange(first, first + START_BLOCK), last),
+                                         context))
+              for first in range(0, count, START_BLOCK)]
+    return np.concatenate(blocks)[:count]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _start_features(graph, state, starts: StartStates, index, context: int):
+    world_model = nnx.merge(graph, state)
+    return world_model.features(filtered_starts(world_model, starts, index, context))

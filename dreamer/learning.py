@@ -180,7 +180,7 @@ def _learn_round(config: LearnConfig, run_dir: RunDirectory, manager: ocp.Checkp
         dream_settings = dataclasses.replace(config.dream, halt_threshold=halting["threshold"],
                                              halt_reward=halting["reward"])
         model, policy = restore_learner(manager, parent, task, config.ensemble, dream_settings,
-                                        stored.acted_observations(), config.seed)
+                                        stored, config.seed)
         scale = np.asarray(record["observation_scale"])
         # Before the update: does the current model know where the new traces lie?
         new_error = _pooled_error(model, fresh, scale, error_key)

@@ -64,7 +64,7 @@ def dream_offline(world_model: nnx.Module, task: Task, train: Episodes, config: 
     if config.halt_reward is not None:  # set by the user: kept
         halt_reward = config.halt_reward
     config = dataclasses.replace(config, halt_threshold=halt_threshold, halt_reward=halt_reward)
-    policy = PolicyInDreams(world_model, task, train.acted_observations(), config, seed)
+    policy = PolicyInDreams(world_model, task, train, config, seed)
     manager = run.checkpoint_manager("dream") if run is not None else None
     if resume and manager is not None:
         if manager.latest_step() is not None:

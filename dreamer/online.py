@@ -121,7 +121,7 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
             episodes = keep_first_episodes(traces_path, state["episodes"])
             model, policy = restore_learner(manager, manager.latest_step(), task, config.ensemble,
                                             with_halt_reward(config.dream, state.get("halt_reward")),
-                                            episodes.acted_observations(), config.seed)
+                                            episodes, config.seed)
         run.truncate_metrics(state["real_steps"])
 
     if state["round"] == 0:  # the grid's value until the first policy exists

@@ -94,7 +94,6 @@ def learn_round(settings: RoundSettings, task: Task, episodes: Episodes, model, 
                                        seed=settings.seed)
     fit_key, dream_key = jax.random.split(key)
     fit = fit_world_model(model, train, validation, settings.fit, seed=fit_key, progress=False)
-    observations = train.acted_observations()
     if policy is None:
         # Halting comes from the first training data and stays fixed (the trainer compiles it in).
         dream_settings = settings.dream
@@ -103,9 +102,8 @@ def learn_round(settings: RoundSettings, task: Task, episodes: Episodes, model, 
             dream_settings = dataclasses.replace(dream_settings, halt_threshold=threshold)
         halt_reward = lowest_halt_reward(train.rewards, dream_settings.uncertainty_penalty,
                                          dream_settings.halt_threshold)
-        policy = PolicyInDreams(model, task, observations, with_halt_reward(dream_settings, halt_reward),
-                                settings.seed)
-    policy.set_start_observations(observations)
+        policy = PolicyInDreams(model, task, train, with_halt_reward(dream_settings, halt_reward), settings.seed)
+    policy.set_start_episodes(train)
     dream = policy.train(model, settings.dream_updates, dream_key, progress=progress)
     return Round(model, policy, halt_reward, fit, dream)
 
@@ -129,13 +127,13 @@ def learner_checkpoint(model, policy: PolicyInDreams, **records: dict) -> ocp.ar
 
 
 def restore_learner(manager: ocp.CheckpointManager, step: int, task: Task, model_config: EnsembleConfig,
-                    dream: DreamConfig, observations, seed: int) -> tuple[object, PolicyInDreams]:
+                    dream: DreamConfig, episodes: Episodes, seed: int) -> tuple[object, PolicyInDreams]:
     """The world model and the policy (with its critic and optimiser state) saved at ``step``.
 
     ``dream`` must hold the halting values the policy was first built with.
     """
     model = build_model_for_spaces("ensemble", task.observation_space, task.action_space, model_config, seed=seed)
-    policy = PolicyInDreams(model, task, observations, dream, seed)
+    policy = PolicyInDreams(model, task, episodes, dream, seed)
     model_state = nnx.state(model)
     restored = manager.restore(step, args=ocp.args.Composite(
         dream=policy.restore_args(),

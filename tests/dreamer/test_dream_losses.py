@@ -17,7 +17,8 @@ import optax
 import pytest
 from flax import nnx
 
-from dreamer.actor_critic import DreamConfig, make_dream_trainer, make_networks, start_states
+from dreamer.actor_critic import DreamConfig, make_dream_trainer, make_networks
+from dreamer.start_states import start_states
 from dreamer.commands.dream import DreamCommandConfig
 from dreamer.dream_losses import critic_loss, halt, lowest_halt_reward, policy_log_probs, score_function_objective
 from dreamer.returns import lambda_returns
@@ -139,7 +140,7 @@ def test_the_target_critic_moves_by_the_target_rate_towards_the_critic(pendulum_
     actor, critic = make_networks(3, task.action_space, config, seed=0)
     init, train = make_dream_trainer(nnx.graphdef(model), actor, critic, config)
     state = init()
-    starts = start_states(pendulum_episodes.acted_observations())
+    starts = start_states(pendulum_episodes)
     after, _ = train(state, nnx.state(model), starts, jax.random.key(0))
     expected = optax.incremental_update(after.critic, state.target_critic, 0.25)
     for got, want in zip(jax.tree.leaves(after.target_critic), jax.tree.leaves(expected)):
