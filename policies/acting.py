@@ -35,6 +35,8 @@ class ActorPolicy:
         self.discrete = actor.discrete
         self.action_size = actor.action_size
         self.action_start = actor.action_start
+        self.action_shape = () if actor.discrete else (actor.action_size,)
+        self.action_dtype = np.int64 if actor.discrete else np.float32
         if not actor.discrete:
             self.low = np.asarray(actor.action_low[...])
             self.high = np.asarray(actor.action_high[...])

@@ -8,7 +8,7 @@ environments run side by side so a policy is queried once per step for all of th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -22,6 +22,22 @@ class BehaviourPolicy(Protocol):
     """Maps a batch of observations to a batch of actions, drawing noise from ``rng``."""
 
     def __call__(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
+
+
+@runtime_checkable
+class StatefulPolicy(Protocol):
+    """A behaviour policy with a memory per environment slot (a world model's latent state
+    that filters each observation with the action applied before it).
+
+    `record_episodes` calls ``start(slots, num_slots)`` with the slots whose environment
+    was just reset, then ``policy(observations, rng, slots)`` with the observations of the
+    running slots only (the set shrinks as episodes end); the actions it returns are the
+    ones applied.
+    """
+
+    def start(self, slots: np.ndarray, num_slots: int) -> None: ...
+
+    def __call__(self, observations: np.ndarray, rng: np.random.Generator, slots: np.ndarray) -> np.ndarray: ...
 
 
 class RandomPolicy:
@@ -73,7 +89,8 @@ def record_episodes(
 
     Args:
         task: the environment to run.
-        policy: queried once per step with the observations of all running environments.
+        policy: queried once per step with the observations of all running environments
+            (a `StatefulPolicy` also learns which slots run and which just started).
         seeds: one reset seed per episode; the number of seeds is the number of episodes.
         num_envs: environments stepped side by side.
         rng: the policy's source of noise; seeded from the first reset seed if omitted.
@@ -97,20 +114,28 @@ def record_episodes(
     finished: dict[int, Episode] = {}
     next_episode = 0
     steps_taken = 0
+    stateful = isinstance(policy, StatefulPolicy)
     bar = tqdm(total=len(seeds), unit="ep", desc=f"collect {task.name}", disable=not progress, leave=False)
     try:
         while True:
+            started = []
             for slot, env in enumerate(envs):
                 starting = next_episode < len(seeds) and steps_taken < min(budget, enough)
                 if recorders[slot] is None and starting:
                     observation, _ = env.reset(seed=seeds[next_episode])
                     recorders[slot] = _EpisodeRecorder(next_episode, seeds[next_episode], observation)
                     next_episode += 1
+                    started.append(slot)
             active = [slot for slot, recorder in enumerate(recorders) if recorder is not None]
             if not active:
                 break
             observations = np.stack([recorders[slot].last_observation for slot in active])
-            actions = np.asarray(policy(observations, rng))
+            if stateful:
+                if started:
+                    policy.start(np.asarray(started), len(envs))
+                actions = np.asarray(policy(observations, rng, np.asarray(active)))
+            else:
+                actions = np.asarray(policy(observations, rng))
             for slot, action in zip(active, actions):
                 recorder = recorders[slot]
                 observation, reward, terminated, truncated, _ = envs[slot].step(action)
