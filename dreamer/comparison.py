@@ -25,11 +25,13 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import jax
 import numpy as np
 
 from dreamer.actor_critic import DreamConfig
+from dreamer.behaviour import saved_behaviour
 from dreamer.heldout import check_replayable, evaluate_on_heldout
 from dreamer.offline import dream_offline
 from dreamer.online import RunConfig, run_online
@@ -39,7 +41,7 @@ from policies.baselines import Algorithm, TrainRealConfig, algo_label, chosen_al
 from policies.behaviour_cloning import BehaviourCloningConfig, clone_behaviour
 from policies.protocol import DEFAULT_EVAL_EVERY, on_grid, protocol_summary, random_policy_return
 from policies.real_training import evaluation_episodes
-from policies.saving import load_actor, save_policy
+from policies.saving import save_policy
 from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.json_files import read_json_object
@@ -78,6 +80,8 @@ class CompareConfig:
     env_kwargs: dict = option({}, help=ENV_KWARGS_HELP)
     out: str | None = option(None, help="report folder (default: reports/TASK)")
     seeds: int = option(3, min=1, help="seeds per arm: --seed, --seed + 1, ...")
+    model: Literal["ensemble", "rssm"] = option("ensemble", help="the dream arm's world model: an ensemble of "
+                                                                 "one-step MLPs, or a recurrent latent model")
     dream_steps: int | None = option(None, min=1, help="real steps of the dream-trained arm (default: 2000 for pendulum, "
                                                 "3000 for cartpole, 3000 otherwise)")
     real_steps: int | None = option(None, min=1, help="real steps of the real-trained arm, at least 10x --dream-steps "
@@ -136,9 +140,9 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
 
     first = Path(dream_runs[0]["run_dir"])
     _say(f"replaying {heldout.num_episodes} held-out episodes with the dream arm's policy (seed {seeds[0]})")
-    actor, _, _ = load_actor(first)
+    saved = saved_behaviour(first)
     world_model = load(first)
-    heldout_result = evaluate_on_heldout(task, actor, heldout, world_model, seeds[0])
+    heldout_result = evaluate_on_heldout(task, saved.actor, heldout, world_model, seeds[0], saved.behaviour)
     trained_on = read_traces(first / "traces").episodes
     fidelity_config = FidelityConfig(horizon=min(50, task.horizon))
     fidelity = fidelity_report(world_model, heldout, trained_on, fidelity_config, jax.random.key(seeds[0]))
@@ -242,7 +246,7 @@ def _heldout_set(config: CompareConfig, task: Task, out: Path):
 
 
 def _dream_run(config: CompareConfig, seed: int, run_dir: Path) -> dict:
-    run_config = RunConfig(task=config.task, env_kwargs=config.env_kwargs, out=str(run_dir),
+    run_config = RunConfig(task=config.task, env_kwargs=config.env_kwargs, out=str(run_dir), model=config.model,
                            real_steps=config.dream_budget, eval_episodes=config.eval_episodes,
                            eval_every=config.eval_every, seed=seed)
     summary = _finished(run_dir, run_config)

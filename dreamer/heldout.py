@@ -21,7 +21,7 @@ from policies.acting import ActorPolicy
 from policies.networks import Actor
 from tasks.episodes import UNKNOWN_SEED, Episodes
 from tasks.errors import InputError
-from tasks.recording import record_episodes
+from tasks.recording import BehaviourPolicy, record_episodes
 from tasks.registry import Task
 
 
@@ -59,7 +59,8 @@ def check_replayable(episodes: Episodes, source) -> None:
         raise InputError(source, "has held-out episodes without a recorded reset seed; they cannot be replayed")
 
 
-def evaluate_on_heldout(task: Task, actor: Actor, heldout: Episodes, world_model=None, seed: int = 0) -> dict:
+def evaluate_on_heldout(task: Task, actor: Actor, heldout: Episodes, world_model=None, seed: int = 0,
+                        acting: BehaviourPolicy | None = None) -> dict:
     """Per-episode and summary figures of ``actor`` on the held-out episodes.
 
     Args:
@@ -68,13 +69,16 @@ def evaluate_on_heldout(task: Task, actor: Actor, heldout: Episodes, world_model
         heldout: the held-out episodes (their reset seeds must be recorded).
         world_model: a model of the interface, for the dream-predicted returns (optional).
         seed: seed of the model's sampling and of the bootstrap intervals.
+        acting: how the actor acts in the real environment (default: on observations;
+            an actor on a model's latent state acts through that model, which must then
+            be ``world_model`` too).
 
     Returns:
         ``{"episodes": [{"seed", "behaviour_return", "real_return", "dream_return"}], "summary": {...}}``.
     """
     check_replayable(heldout, "the held-out episodes")
     seeds = heldout.seeds
-    real = record_episodes(task, ActorPolicy(actor), seeds, num_envs=min(len(seeds), 16), progress=False).returns()
+    real = record_episodes(task, acting or ActorPolicy(actor), seeds, num_envs=min(len(seeds), 16), progress=False).returns()
     behaviour = heldout.returns()
     dream = None
     if world_model is not None:

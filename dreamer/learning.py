@@ -85,6 +85,10 @@ REPORT_FILE = "report.png"
 
 @config
 class LearnConfig:
+    # `learn` refits an ensemble: its known-state check reads single observations.
+    model = "ensemble"
+    rssm = None
+
     run: str = option(help="run directory of the job (the first `learn` makes it)")
     traces: str | None = option(None, help="trace location of the new batch (a dataset folder, its data/, or an id)")
     rollback: int | None = option(None, min=1, help="make version N the latest again instead of learning "
@@ -179,8 +183,7 @@ def _learn_round(config: LearnConfig, run_dir: RunDirectory, manager: ocp.Checkp
         halting = record["halting"]
         dream_settings = dataclasses.replace(config.dream, halt_threshold=halting["threshold"],
                                              halt_reward=halting["reward"])
-        model, policy = restore_learner(manager, parent, task, config.ensemble, dream_settings,
-                                        stored, config.seed)
+        model, policy = restore_learner(manager, parent, task, config, dream_settings, stored)
         scale = np.asarray(record["observation_scale"])
         # Before the update: does the current model know where the new traces lie?
         new_error = _pooled_error(model, fresh, scale, error_key)

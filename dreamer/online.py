@@ -15,6 +15,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import jax
 import numpy as np
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from dreamer.actor_critic import DreamConfig
 from dreamer.dreaming import PolicyInDreams
 from dreamer.rounds import learn_round, learner_checkpoint, restore_learner, with_halt_reward
-from policies.acting import ActorPolicy
+from policies.filtering import acting_policy
 from policies.protocol import DEFAULT_EVAL_EVERY, on_grid, protocol_summary, random_policy_return
 from policies.saving import save_policy
 from tasks.config import config, option
@@ -41,6 +42,7 @@ from tasks.splits import SplitFractions, split_record
 from tasks.traces import append_traces, keep_first_episodes, read_traces, write_traces
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig
+from worldmodel.rssm import RSSMConfig
 from worldmodel.saving import save_model
 
 
@@ -59,7 +61,10 @@ class RunConfig:
     eval_episodes: int = option(10, min=1, help="deterministic evaluation episodes on fresh seeds after each round")
     eval_every: int = option(DEFAULT_EVAL_EVERY, min=1, help="the evaluation grid's spacing in real steps")
     explore: str = option("sample", help="how the deployed policy explores: 'sample' from the actor, or 'noisy:SIGMA'")
+    model: Literal["ensemble", "rssm"] = option("ensemble", help="world model kind: an ensemble of one-step MLPs, "
+                                                                 "or a recurrent latent model")
     ensemble: EnsembleConfig = option(EnsembleConfig(hidden_size=128, hidden_layers=3), help="world model settings")
+    rssm: RSSMConfig = option(RSSMConfig(), help="recurrent latent model settings (--model rssm)")
     fit: FitConfig = option(FitConfig(max_updates=1000, updates_per_call=250, patience=2), help="refit per round")
     dream: DreamConfig = option(DreamConfig(), help="policy training in dreams")
     dream_updates: int = option(1000, min=1, help="actor-critic updates per round")
@@ -119,9 +124,8 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
             restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
             state = dict(restored["progress"])
             episodes = keep_first_episodes(traces_path, state["episodes"])
-            model, policy = restore_learner(manager, manager.latest_step(), task, config.ensemble,
-                                            with_halt_reward(config.dream, state.get("halt_reward")),
-                                            episodes, config.seed)
+            model, policy = restore_learner(manager, manager.latest_step(), task, config,
+                                            with_halt_reward(config.dream, state.get("halt_reward")), episodes)
         run.truncate_metrics(state["real_steps"])
 
     if state["round"] == 0:  # the grid's value until the first policy exists
@@ -135,7 +139,7 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
             round_key = jax.random.fold_in(key, round_index)
             # Per-round generators, so a resumed run draws what an uninterrupted one would.
             rng = np.random.default_rng([config.seed, round_index])
-            behaviour = RandomPolicy(task.action_space) if policy is None else _explorer(policy, config.explore)
+            behaviour = RandomPolicy(task.action_space) if policy is None else _explorer(policy, model, config.explore)
             wanted = config.first_random_steps if policy is None else config.steps_per_round
             remaining = config.real_steps - state["real_steps"]
             new = record_episodes(
@@ -157,7 +161,8 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
             model, policy, state["halt_reward"], fit, dream = learned
 
             evaluation = record_episodes(
-                task, ActorPolicy(policy.actor), evaluation_seeds, num_envs=config.eval_episodes, progress=False
+                task, acting_policy(policy.actor, model), evaluation_seeds, num_envs=config.eval_episodes,
+                progress=False
             )
             state["eval_steps"] += evaluation.num_steps
             returns = evaluation.returns()
@@ -189,7 +194,8 @@ def _run_rounds(config: RunConfig, task: Task, run: RunDirectory, started: float
         manager.close()
 
     save_policy(config.out, policy.actor, task, {"trained_by": "dreamer run", "traces": str(Path(config.out, "traces").absolute()),
-                                                 "split": split_record(config.split_seed, config.fractions)})
+                                                 "split": split_record(config.split_seed, config.fractions)},
+                world_model=model)
     summary = summarise(state, config, task.reward_threshold, time.perf_counter() - started)
     run.write_summary(summary)
     return summary
@@ -220,7 +226,7 @@ def outcome_text(summary: dict, eval_episodes: int, out: str) -> str:
     )
 
 
-def _explorer(policy: PolicyInDreams, explore: str) -> ActorPolicy:
+def _explorer(policy: PolicyInDreams, model, explore: str):
     if explore == "sample":
-        return ActorPolicy(policy.actor, mode="sample")
-    return ActorPolicy(policy.actor, mode="noisy", noise=float(explore.split(":", 1)[1]))
+        return acting_policy(policy.actor, model, mode="sample")
+    return acting_policy(policy.actor, model, mode="noisy", noise=float(explore.split(":", 1)[1]))

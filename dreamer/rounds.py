@@ -27,13 +27,16 @@ from tasks.registry import Task
 from tasks.splits import SplitFractions, fitting_episodes
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig, FitResult, fit_world_model
+from worldmodel.rssm import RSSMConfig
 from worldmodel.saving import build_model_for_spaces
 
 
 class RoundSettings(Protocol):
     """What a round is run with (fields of `RunConfig` and of every command that learns in rounds)."""
 
+    model: str  # "ensemble" or "rssm"
     ensemble: EnsembleConfig
+    rssm: RSSMConfig
     fit: FitConfig
     dream: DreamConfig
     dream_updates: int
@@ -90,8 +93,7 @@ def learn_round(settings: RoundSettings, task: Task, episodes: Episodes, model, 
     if train is None:
         raise InputError(where, "no episode landed in the training split; lower the held-out fraction")
     if model is None:
-        model = build_model_for_spaces("ensemble", task.observation_space, task.action_space, settings.ensemble,
-                                       seed=settings.seed)
+        model = new_model(settings, task)
     fit_key, dream_key = jax.random.split(key)
     fit = fit_world_model(model, train, validation, settings.fit, seed=fit_key, progress=False)
     if policy is None:
@@ -126,14 +128,21 @@ def learner_checkpoint(model, policy: PolicyInDreams, **records: dict) -> ocp.ar
     )
 
 
-def restore_learner(manager: ocp.CheckpointManager, step: int, task: Task, model_config: EnsembleConfig,
-                    dream: DreamConfig, episodes: Episodes, seed: int) -> tuple[object, PolicyInDreams]:
+def new_model(settings: RoundSettings, task: Task):
+    """A freshly initialised world model of the kind and size ``settings`` name."""
+    model_config = settings.rssm if settings.model == "rssm" else settings.ensemble
+    return build_model_for_spaces(settings.model, task.observation_space, task.action_space, model_config,
+                                  seed=settings.seed)
+
+
+def restore_learner(manager: ocp.CheckpointManager, step: int, task: Task, settings: RoundSettings,
+                    dream: DreamConfig, episodes: Episodes) -> tuple[object, PolicyInDreams]:
     """The world model and the policy (with its critic and optimiser state) saved at ``step``.
 
     ``dream`` must hold the halting values the policy was first built with.
     """
-    model = build_model_for_spaces("ensemble", task.observation_space, task.action_space, model_config, seed=seed)
-    policy = PolicyInDreams(model, task, episodes, dream, seed)
+    model = new_model(settings, task)
+    policy = PolicyInDreams(model, task, episodes, dream, settings.seed)
     model_state = nnx.state(model)
     restored = manager.restore(step, args=ocp.args.Composite(
         dream=policy.restore_args(),

@@ -9,8 +9,10 @@ Saving a policy also exports its acting step with ``jax.export``: serialised Sta
 (never pickle) that holds the weights and runs on CPU, GPU or TPU. The step takes
 ``(state, observations, key)`` and gives ``(mode, sample, state)``: the deterministic
 action, a sampled one, and the policy's state for the next step. A feed-forward actor's
-state is empty; a policy that remembers (a recurrent world model's latent) carries it
-there, and `reset` starts it over. Loading needs only jax and numpy: none of this
+state is empty; a policy that remembers (an actor on a recurrent world model's latent,
+with the model inside the step) carries the model's state and the last action there,
+`reset` starts it over, and `applied` corrects the last action where the controller
+applied another. Loading needs only jax and numpy: none of this
 project's model code, no environment, no task registry. The spaces the policy acts in
 are stored beside the step, so observations are checked without making an environment.
 """
@@ -68,10 +70,62 @@ def export_actor(actor, observation_shape: tuple[int, ...], state_size: int = 0)
     return bytes(exported.serialize())
 
 
-def deployment_record(observation_space: Any, action_space: Any, state_size: int = 0) -> dict[str, Any]:
+def export_filtering_actor(world_model, actor, observation_shape: tuple[int, ...]) -> tuple[bytes, int, list[int]]:
+    """The acting step of an actor on a world model's latent state, with the model inside.
+
+    The carried state is ``[model state, flattened | last action | started]``: a row whose
+    ``started`` is 0 takes the model's `initial_state` of its observation, any other
+    filters the observation with the last action (`observe`). The step leaves the action
+    slot empty; `DeployedPolicy` writes the action it returns there.
+
+    Returns:
+        The serialised step, the state's length, and the action slot ``[start, stop)``.
+    """
+    from flax import nnx
+
+    model_graph, model_params = nnx.split(world_model)
+    actor_graph, actor_params = nnx.split(actor)
+    template = world_model.initial_state(jnp.zeros((1, *observation_shape), jnp.float32))
+    leaves, treedef = jax.tree.flatten(template)
+    widths = [int(np.prod(leaf.shape[1:])) for leaf in leaves]
+    model_width = sum(widths)
+    action_width = 1 if actor.discrete else actor.action_size
+    state_size = model_width + action_width + 1
+
+    def step(state, observations, key_data):
+        model, acting = nnx.merge(model_graph, model_params), nnx.merge(actor_graph, actor_params)
+        batch = observations.shape[0]
+        pieces = jnp.split(state[:, :model_width], np.cumsum(widths)[:-1], axis=1)
+        model_state = treedef.unflatten([p.reshape(batch, *leaf.shape[1:]) for p, leaf in zip(pieces, leaves)])
+        last_action = state[:, model_width:model_width + action_width]
+        last_action = jnp.round(last_action[:, 0]).astype(jnp.int32) if actor.discrete else last_action
+        observed = model.observe(model_state, last_action, observations)
+        fresh = model.initial_state(observations)
+        started = state[:, -1] > 0.5
+        new = jax.tree.map(lambda a, b: jnp.where(started.reshape(-1, *[1] * (a.ndim - 1)), a, b), observed, fresh)
+        features = model.features(new)
+        sample, _ = acting.sample(features, jax.random.wrap_key_data(key_data))
+        carried = [leaf.reshape(batch, -1) for leaf in jax.tree.leaves(new)]
+        carried += [jnp.zeros((batch, action_width)), jnp.ones((batch, 1))]
+        return acting.mode(features), sample, jnp.concatenate(carried, axis=1).astype(jnp.float32)
+
+    (batch,) = jax.export.symbolic_shape("batch")
+    exported = jax.export.export(jax.jit(step), platforms=PLATFORMS)(
+        jax.ShapeDtypeStruct((batch, state_size), jnp.float32),
+        jax.ShapeDtypeStruct((batch, *observation_shape), jnp.float32),
+        jax.ShapeDtypeStruct((2,), jnp.uint32),
+    )
+    return bytes(exported.serialize()), state_size, [model_width, model_width + action_width]
+
+
+def deployment_record(observation_space: Any, action_space: Any, state_size: int = 0,
+                      action_slot: list[int] | None = None) -> dict[str, Any]:
     """What `load_policy` reads from ``policy.json`` besides the exported step."""
-    return {"file": EXPORT_FILE, "state_size": state_size,
-            "observation_space": space_record(observation_space), "action_space": space_record(action_space)}
+    record = {"file": EXPORT_FILE, "state_size": state_size,
+              "observation_space": space_record(observation_space), "action_space": space_record(action_space)}
+    if action_slot is not None:
+        record["action_slot"] = action_slot
+    return record
 
 
 class DeployedPolicy:
@@ -89,12 +143,22 @@ class DeployedPolicy:
         self.action_space = deployment["action_space"]
         self._observation_shape = tuple(self.observation_space["shape"])
         self._source = source
+        self._action_slot = deployment.get("action_slot")  # where the state holds the last action
         self._state: np.ndarray | None = None
         self._rng = np.random.default_rng()
 
     def reset(self) -> None:
         """Start a new episode: forget the state carried from earlier steps."""
         self._state = None
+
+    def applied(self, action) -> None:
+        """Tell a policy that remembers which action was actually applied after its last
+        call, where it differs from the one it returned (clipped, or overridden by a
+        safety layer): its model filters the next observation with this one."""
+        if self._action_slot is None or self._state is None:
+            return
+        start, stop = self._action_slot
+        self._state[:, start:stop] = np.asarray(action, np.float32).reshape(len(self._state), stop - start)
 
     def __call__(self, observation, *, deterministic: bool = True, seed: int | None = None) -> np.ndarray:
         observations, single = self._batch(observation)
@@ -103,10 +167,11 @@ class DeployedPolicy:
         generator = np.random.default_rng(seed) if seed is not None else self._rng
         key_data = generator.integers(0, 2**32, size=2, dtype=np.uint32)
         mode, sample, state = self._step(self._state, observations, key_data)
-        self._state = np.asarray(state)
+        self._state = np.array(state)
         actions = np.asarray(mode if deterministic else sample)
         if self.action_space["type"] == "Discrete":
             actions = actions.astype(np.int64)
+        self.applied(actions)
         return actions[0] if single else actions
 
     def _batch(self, observation) -> tuple[np.ndarray, bool]:

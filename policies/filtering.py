@@ -100,3 +100,17 @@ def _filter(graph, state, model_states, last_actions, observations, fresh, runni
 
     next_states = jax.tree.map(choose, started, observed, model_states)
     return next_states, model.features(next_states)
+
+
+def reads_observations(world_model) -> bool:
+    """Whether a policy trained in ``world_model``'s dreams acts on the observation itself:
+    a model whose state is the observation filters no context (``context_length`` 0)."""
+    return world_model is None or getattr(world_model, "context_length", 0) == 0
+
+
+def acting_policy(actor: Actor, world_model=None, mode: str = "deterministic", noise: float = 0.0):
+    """The behaviour policy of an actor trained in ``world_model``'s dreams: an `ActorPolicy`
+    on observations, or a `FilteringPolicy` where the actor reads the model's latent state."""
+    if reads_observations(world_model):
+        return ActorPolicy(actor, mode, noise)
+    return FilteringPolicy(world_model, actor, mode, noise)

@@ -3,6 +3,11 @@
     RUN/policy.json            the task, what the actor sees, its network config, its spaces
     RUN/checkpoints/policy/    its parameters and input statistics (an orbax checkpoint)
     RUN/policy.stablehlo       its acting step, exported for `policies.load_policy`
+
+An actor trained in the dreams of a model with memory acts on the model's latent state
+(``features`` "latent" in policy.json): its exported step holds the model too, and the
+model is saved in the same run directory (`worldmodel.saving`), where Python-side acting
+(`policies.filtering.FilteringPolicy`) loads it from.
 """
 
 from __future__ import annotations
@@ -18,27 +23,40 @@ from policies.networks import Actor, NetworkConfig
 from tasks.errors import InputError
 from tasks.json_files import read_json_object
 from tasks.module_state import restore_module_state, save_module_state
-from policies.deployment import EXPORT_FILE, POLICY_FILE, deployment_record, export_actor
+from policies.deployment import EXPORT_FILE, POLICY_FILE, deployment_record, export_actor, export_filtering_actor
+from policies.filtering import reads_observations
 from policies.versions import policy_folder
 from tasks.registry import Task, task_from_record
 
 SPEC_FIELDS = {"task": str, "features": str, "feature_size": int, "network": dict}
 
 
-def save_policy(run_dir: str | Path, actor: Actor, task: Task, provenance: dict[str, Any] | None = None) -> None:
-    """Write ``policy.json`` and the actor's state into ``run_dir``, replacing older ones."""
+def save_policy(run_dir: str | Path, actor: Actor, task: Task, provenance: dict[str, Any] | None = None,
+                world_model=None) -> None:
+    """Write ``policy.json`` and the actor's state into ``run_dir``, replacing older ones.
+
+    ``world_model``: the model the actor was trained in, where the actor reads its latent
+    state (the caller saves that model in ``run_dir`` too).
+    """
     run_dir = Path(run_dir)
+    latent = not reads_observations(world_model)
     spec = {
         **task.record(),
-        "features": "observation",
+        "features": "latent" if latent else "observation",
         "feature_size": int(actor.input_norm.mean[...].shape[0]),
         "network": dataclasses.asdict(actor.config),
         **(provenance or {}),
     }
     save_module_state(run_dir / "checkpoints" / "policy", actor)
     # The step `policies.load_policy` runs, written before policy.json names it.
-    (run_dir / EXPORT_FILE).write_bytes(export_actor(actor, task.observation_space.shape))
-    spec["deployment"] = deployment_record(task.observation_space, task.action_space)
+    shape = task.observation_space.shape
+    if latent:
+        step, state_size, action_slot = export_filtering_actor(world_model, actor, shape)
+        (run_dir / EXPORT_FILE).write_bytes(step)
+        spec["deployment"] = deployment_record(task.observation_space, task.action_space, state_size, action_slot)
+    else:
+        (run_dir / EXPORT_FILE).write_bytes(export_actor(actor, shape))
+        spec["deployment"] = deployment_record(task.observation_space, task.action_space)
     (run_dir / POLICY_FILE).write_text(json.dumps(spec, indent=2))
 
 

@@ -12,6 +12,7 @@ import time
 
 from dreamer.actor_critic import DreamConfig
 from dreamer.offline import dream_offline
+from policies.filtering import reads_observations
 from policies.saving import save_policy
 from tasks.config import config, option
 from tasks.errors import InputError
@@ -19,7 +20,7 @@ from tasks.registry import task_from_record
 from tasks.run_directory import RunDirectory
 from tasks.splits import fitting_episodes, recorded_split, split_record
 from tasks.traces import read_traces
-from worldmodel.saving import load, load_spec
+from worldmodel.saving import load, load_spec, save_model
 
 
 @config
@@ -58,9 +59,12 @@ def run(config: DreamCommandConfig) -> tuple[dict, str]:
         policy, result = dream_offline(model, task, train, config.dream, config.updates, config.seed,
                                        config.halt_multiple, run=run_dir, resume=config.resume,
                                        progress=sys.stderr.isatty())
+        provenance = {"traces": str(traces_location), "split": split_record(split_seed, fractions)}
+        if not reads_observations(model):
+            # The policy acts on this model's latent state: it goes with the policy.
+            save_model(config.out, model, {**task.record(), **provenance, "copied_from": str(config.world_model)})
         save_policy(config.out, policy.actor, task, {"trained_by": "dreamer dream", "world_model": str(config.world_model),
-                                                     "traces": str(traces_location),
-                                                     "split": split_record(split_seed, fractions)})
+                                                     **provenance}, world_model=model)
         summary = {"real_steps": 0, "eval_steps": 0, "wall_seconds": time.perf_counter() - started, "task": task.name,
                    **result}
         run_dir.write_summary(summary)

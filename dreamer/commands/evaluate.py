@@ -14,9 +14,8 @@ from typing import Literal
 
 import numpy as np
 
+from dreamer.behaviour import SavedPolicy, saved_behaviour
 from dreamer.heldout import check_replayable, evaluate_on_heldout
-from policies.acting import ActorPolicy
-from policies.saving import load_actor
 from policies.versions import policy_folder
 from tasks.config import config, option
 from tasks.errors import InputError
@@ -44,7 +43,8 @@ class EvaluateConfig:
 
 
 def run(config: EvaluateConfig) -> tuple[dict, str]:
-    actor, policy_task, spec = load_actor(config.policy, config.version)
+    saved = saved_behaviour(config.policy, config.version)
+    policy_task = saved.task
     task = policy_task
     if config.task:
         task = get_task(config.task, config.env_kwargs)
@@ -52,20 +52,21 @@ def run(config: EvaluateConfig) -> tuple[dict, str]:
         task = get_task(policy_task.name, config.env_kwargs)
     check_spaces_match(task, policy_task.observation_space, policy_task.action_space, config.policy)
     if config.traces:
-        summary, text = _on_heldout_episodes(config, actor, task, spec)
+        summary, text = _on_heldout_episodes(config, saved, task)
     else:
-        summary, text = _on_fresh_seeds(config, actor, task, spec)
+        summary, text = _on_fresh_seeds(config, saved, task)
     if config.out:
         Path(config.out).mkdir(parents=True, exist_ok=True)
         (Path(config.out) / "evaluation.json").write_text(json.dumps(summary, indent=2))
     return summary, text
 
 
-def _on_fresh_seeds(config: EvaluateConfig, actor, task, spec: dict) -> tuple[dict, str]:
+def _on_fresh_seeds(config: EvaluateConfig, saved: SavedPolicy, task) -> tuple[dict, str]:
+    spec = saved.spec
     seeds = reset_seeds(config.seed, config.episodes, EVALUATION_STREAM)
     _check_seeds_are_fresh(seeds, Path(config.policy), "an evaluation seed was used for training in this run; "
                                                        "pass another --seed")
-    episodes = record_episodes(task, ActorPolicy(actor), seeds, num_envs=min(config.episodes, 16), progress=False)
+    episodes = record_episodes(task, saved.behaviour, seeds, num_envs=min(config.episodes, 16), progress=False)
     returns = episodes.returns()
     summary = {
         "policy": str(config.policy),
@@ -90,7 +91,8 @@ def _on_fresh_seeds(config: EvaluateConfig, actor, task, spec: dict) -> tuple[di
     return summary, text
 
 
-def _on_heldout_episodes(config: EvaluateConfig, actor, task, spec: dict) -> tuple[dict, str]:
+def _on_heldout_episodes(config: EvaluateConfig, saved: SavedPolicy, task) -> tuple[dict, str]:
+    spec = saved.spec
     traces = read_traces(config.traces)
     check_spaces_match(task, traces.observation_space, traces.action_space, config.traces)
     if config.split == "all":
@@ -110,12 +112,17 @@ def _on_heldout_episodes(config: EvaluateConfig, actor, task, spec: dict) -> tup
     folder, _ = policy_folder(config.policy, config.version)  # a version keeps its round's world model beside it
     model_dir = config.world_model or (folder if (folder / MODEL_FILE).is_file() else None)
     world_model = None
-    if model_dir:
+    if saved.world_model is not None:  # the actor reads this model's state: only it can dream the actor
+        if config.world_model:
+            raise InputError("--world-model", "this policy acts on the latent state of the world model saved "
+                                              "beside it; dreams of it need that model, so leave --world-model out")
+        model_dir, world_model = folder, saved.world_model
+    elif model_dir:
         if load_spec(model_dir).get("task") != task.name:
             raise InputError(model_dir, f"holds a world model of task {load_spec(model_dir).get('task')}, "
                                         f"not {task.name}")
         world_model = load(model_dir)
-    result = evaluate_on_heldout(task, actor, heldout, world_model, config.seed)
+    result = evaluate_on_heldout(task, saved.actor, heldout, world_model, config.seed, saved.behaviour)
     s = result["summary"]
     summary = {
         "policy": str(config.policy),
