@@ -22,15 +22,17 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from tasks.config import config, option
 from tasks.episodes import Episodes
 from tasks.errors import RunFailed
 from tasks.run_directory import RunDirectory
-from tasks.sampler import sample_sequences, sequence_data, window_batch
-from worldmodel.sharding import check_batch_divides, data_mesh, replicate, split_batch
+from tasks.sampler import window_batch
+from worldmodel import hosts
+from worldmodel.sharding import (HOST_AXIS, check_batch_divides, data_mesh, host_local, replicate,
+                                 sample_global_batch, sharded_sequence_data)
 
 
 @config
@@ -87,6 +89,7 @@ def fit_world_model(
     progress: bool = True,
     metric_prefix: str = "world_model/",
     mesh: Mesh | None = None,
+    shards: int | None = None,
 ) -> FitResult:
     """Fit ``model`` in place on ``train``, early-stopped on ``validation``.
 
@@ -103,7 +106,16 @@ def fit_world_model(
         progress: show a progress bar on stderr.
         metric_prefix: prefix of the logged metric names.
         mesh: devices to split each training batch over (`worldmodel.sharding`);
-            None: all local devices.
+            None: all local devices (of every process, in a job of several).
+        shards: parts the training episodes are dealt into, each drawn from by one host
+            of the mesh (`worldmodel.sharding.sample_global_batch`); None: one per host.
+            A process holding every shard draws the batches a job of that many
+            processes draws.
+
+    With several processes (`worldmodel.hosts`) every process passes the whole training
+    and validation split (normalisers are fitted on all of it) but puts only its own
+    shard of the training episodes on its devices; only the process given ``run``
+    writes, and a resumed run continues on every process from that one's checkpoint.
 
     Raises:
         FitDiverged: the loss became NaN or infinite.
@@ -113,16 +125,19 @@ def fit_world_model(
         model.fit_statistics(train)
     members = getattr(getattr(model, "config", None), "members", 1)
     mesh = mesh or data_mesh()
+    shards = shards or mesh.shape[HOST_AXIS]
     check_batch_divides(mesh, config.batch_size * members,
-                        "--fit.batch-size" + (" x --ensemble.members" if members > 1 else ""))
-    data = replicate(sequence_data(train), mesh)
+                        "--fit.batch-size" + (" x --ensemble.members" if members > 1 else ""), shards)
+    data = sharded_sequence_data(train, shards, mesh)
     length = config.sequence_length or getattr(model, "sequence_length", 1)
     config = dataclasses.replace(config, sequence_length=length)
-    validation_batch = window_batch(validation if validation is not None else train, length)
+    validation_batch = replicate(window_batch(validation if validation is not None else train, length), mesh)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    params, rest = replicate((params, rest), mesh)
+    # Replicas that differed would train different models without a word: every process
+    # starts from process 0's weights and normalisers.
+    params, rest = hosts.from_process_zero((params, rest))
     train_calls, validate, optimizer = _compiled_functions(graphdef, config, members, mesh)
-    opt_state = replicate(optimizer.init(params), mesh)  # its step count too, or the second call recompiles
+    opt_state = optimizer.init(params)
 
     progress_state = {"call": 0, "updates": 0, "best_loss": math.inf, "stale": 0, "best_call": -1}
     best_params = params
@@ -132,6 +147,13 @@ def fit_world_model(
             params, opt_state, best_params, progress_state = _restore(manager, params, opt_state, rest)
         # Lines logged after the last checkpoint are logged again as the work is redone.
         run.truncate_metrics(progress_state["updates"])
+    if resume and jax.process_count() > 1:  # only process 0 has the checkpoint
+        params, opt_state, best_params, progress_state = _from_process_zero(params, opt_state, best_params,
+                                                                            progress_state)
+    fresh = best_params is params
+    # The optimiser's step count is replicated too, or the second call recompiles.
+    params, rest, opt_state = replicate((params, rest, opt_state), mesh)
+    best_params = params if fresh else replicate(best_params, mesh)
 
     calls = math.ceil(config.max_updates / config.updates_per_call)
     key = seed if isinstance(seed, jax.Array) else jax.random.key(seed)
@@ -166,7 +188,7 @@ def fit_world_model(
             if run is not None:
                 run.log(updates, logged)
             if manager is not None:
-                _save(run, manager, graphdef, params, opt_state, best_params, rest, progress_state)
+                _save(run, manager, graphdef, *hosts.savable((params, opt_state, best_params, rest)), progress_state)
             stopped_early = validation is not None and progress_state["stale"] >= config.patience
     finally:
         bar.close()
@@ -174,10 +196,11 @@ def fit_world_model(
             manager.wait_until_finished()
             manager.close()
 
-    nnx.update(model, best_params)
+    # The model leaves the mesh as this process's copy, usable beside arrays of its own.
+    nnx.update(model, host_local(best_params))
     if hasattr(model, "select_elites") and hasattr(model, "validation_loss"):
         _, final_metrics = validate(best_params, rest, validation_batch)
-        model.select_elites(final_metrics["member_mse"])
+        model.select_elites(host_local(final_metrics["member_mse"]))
     seconds = time.perf_counter() - started
     transitions = progress_state["updates"] * config.batch_size * members * config.sequence_length
     return FitResult(
@@ -198,7 +221,7 @@ def _compiled_functions(graphdef, config: FitConfig, members: int, mesh: Mesh):
     means a round only compiles again when the data outgrows its padded capacity.
     """
     optimizer = _optimizer(config)
-    return _make_train_calls(graphdef, optimizer, config, members, mesh), _make_validate(graphdef), optimizer
+    return _make_train_calls(graphdef, optimizer, config, members, mesh), _make_validate(graphdef, mesh), optimizer
 
 
 def _optimizer(config: FitConfig) -> optax.GradientTransformation:
@@ -221,13 +244,14 @@ def _make_train_calls(graphdef, optimizer, config: FitConfig, members: int, mesh
 
     def update(carry, key):
         params, opt_state, rest, data = carry
-        batch = split_batch(sample_sequences(data, key, config.batch_size * members, config.sequence_length), mesh)
+        batch = sample_global_batch(data, key, config.batch_size * members, config.sequence_length, mesh)
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, batch)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return (params, opt_state, rest, data), {"loss": loss, **metrics}
 
-    @jax.jit
+    # Outputs replicated, so every process can read the metrics and the weights whole.
+    @functools.partial(jax.jit, out_shardings=NamedSharding(mesh, PartitionSpec()))
     def train_calls(params, opt_state, rest, data, key):
         keys = jax.random.split(key, config.updates_per_call)
         (params, opt_state, _, _), metrics = jax.lax.scan(update, (params, opt_state, rest, data), keys)
@@ -236,8 +260,8 @@ def _make_train_calls(graphdef, optimizer, config: FitConfig, members: int, mesh
     return train_calls
 
 
-def _make_validate(graphdef):
-    @jax.jit
+def _make_validate(graphdef, mesh: Mesh):
+    @functools.partial(jax.jit, out_shardings=NamedSharding(mesh, PartitionSpec()))
     def validate(params, rest, batch):
         model = nnx.merge(graphdef, params, rest)
         evaluate = getattr(model, "validation_loss", model.loss)
@@ -262,8 +286,20 @@ def _save(run, manager, graphdef, params, opt_state, best_params, rest, progress
     )
 
 
+def _from_process_zero(params, opt_state, best_params, progress_state):
+    """Process 0's training state (restored from its checkpoint) on every process."""
+    # The progress numbers travel as float32 (JAX's default); the best loss (a float32
+    # loss, or inf) and counts below 2**24 survive that exactly.
+    numbers = {name: np.float32(value) for name, value in progress_state.items()}
+    params, opt_state, best_params, numbers = hosts.from_process_zero((params, opt_state, best_params, numbers))
+    progress_state = {name: float(value) if name == "best_loss" else int(value) for name, value in numbers.items()}
+    return params, opt_state, best_params, progress_state
+
+
 def _restore(manager, params, opt_state, rest):
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt_state, "best_params": params})
+    target = {"params": params, "opt_state": opt_state, "best_params": params}
+    # In a job of several processes this one restores alone, as numpy (`hosts.savable`).
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, target) if jax.process_count() == 1 else hosts.savable(target)
     restored = manager.restore(
         manager.latest_step(),
         args=ocp.args.Composite(train=ocp.args.StandardRestore(target), progress=ocp.args.JsonRestore()),

@@ -1,5 +1,6 @@
 """Data parallel fitting: on 8 simulated CPU devices, a fit splits each batch over all of
-them and ends where the same fit on one device ends.
+them and ends where the same fit on one device ends, also when the devices are laid out
+as two hosts that each draw their share of every batch from their own episode shard.
 
 XLA fixes the number of CPU devices when JAX starts, so the 8-device runs happen in a
 subprocess that sets ``XLA_FLAGS`` first. On a 2-core machine 8 devices are slower than
@@ -14,13 +15,17 @@ import subprocess
 import sys
 import textwrap
 
+import jax
+import numpy as np
 import pytest
 
 from tasks.errors import InputError
 from tasks.recording import RandomPolicy, record_episodes, reset_seeds
 from tasks.registry import get_task
+from tasks.sampler import sample_sequences, sequence_data
 from tasks.traces import write_traces
-from worldmodel.sharding import check_batch_divides, data_mesh
+from worldmodel.sharding import (check_batch_divides, data_mesh, episode_shards, sample_global_batch,
+                                 sharded_sequence_data)
 
 EIGHT_DEVICES = textwrap.dedent("""
     import os
@@ -43,17 +48,21 @@ EIGHT_DEVICES = textwrap.dedent("""
     mesh = data_mesh(8)
     split = jax.jit(lambda x: split_batch(x, mesh))(jnp.zeros((32, 3)))
     result["batch_split_over"] = len(split.sharding.device_set)
+    result["two_host_mesh"] = dict(data_mesh(8, hosts=2).shape)
     try:
         check_batch_divides(mesh, 12, "--fit.batch-size")
     except InputError as error:
         result["refused"] = str(error)
-    for updates in (1, 10):
+    # After 10 updates the 8 devices are laid out as two simulated hosts of 4, each drawing
+    # from its own shard of the episodes (as two processes would); one device holds both.
+    for updates, hosts in ((1, 1), (10, 2)):
         fitted = {}
         for devices in (1, 8):
             model = build_model_for_spaces("ensemble", task.observation_space, task.action_space, tiny, seed=0)
             initial = [np.asarray(leaf) for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))]
             config = FitConfig(batch_size=16, updates_per_call=updates, max_updates=updates)
-            fit_world_model(model, episodes, None, config, seed=3, progress=False, mesh=data_mesh(devices))
+            mesh = data_mesh(devices, hosts=hosts if devices == 8 else 1)
+            fit_world_model(model, episodes, None, config, seed=3, progress=False, mesh=mesh, shards=hosts)
             fitted[devices] = [np.asarray(leaf) for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))]
         rtol = 1e-5 if updates == 1 else 1e-4  # float32 sums in another order: atol for weights near 0
         result[f"agree_after_{updates}"] = all(np.allclose(b, a, rtol=rtol, atol=1e-6) for a, b in zip(fitted[1], fitted[8]))
@@ -73,15 +82,43 @@ def eight_device_fit() -> dict:
 
 
 def test_a_fit_on_eight_devices_splits_its_batches_and_matches_one_device(eight_device_fit):
+    """After 1 update on one host of 8 devices, and after 10 on two simulated hosts of 4."""
     assert eight_device_fit["devices"] == 8 and eight_device_fit["batch_split_over"] == 8
+    assert eight_device_fit["two_host_mesh"] == {"hosts": 2, "data": 4}
     assert "a batch of 12 cannot be split evenly over 8 devices" in eight_device_fit["refused"]
     assert eight_device_fit["agree_after_1"] and eight_device_fit["agree_after_10"], eight_device_fit
     assert eight_device_fit["largest_change_by_the_fit_1"] > 1e-4  # the agreement is not that of untouched weights
 
 
+def test_each_shard_draws_its_share_of_the_batch_with_its_own_key_interleaved(pendulum_episodes):
+    mesh, key = data_mesh(1), jax.random.key(5)
+    draw = jax.jit(lambda data, key: sample_global_batch(data, key, 8, 3, mesh))
+    batch = draw(sharded_sequence_data(pendulum_episodes, 2, mesh), key)
+    shards = [sequence_data(pendulum_episodes.select(part)) for part in episode_shards(pendulum_episodes, 2)]
+    assert [len(part) for part in episode_shards(pendulum_episodes, 2)] == [3, 3]
+    shares = [sample_sequences(shard, jax.random.fold_in(key, s), 4, 3) for s, shard in enumerate(shards)]
+    for field, drawn, first, second in zip(batch._fields, batch, *shares):
+        expected = np.stack([np.asarray(first), np.asarray(second)], axis=1).reshape(drawn.shape)
+        np.testing.assert_array_equal(np.asarray(drawn), expected, err_msg=field)  # row i * 2 + s: shard s
+    # One shard is the whole split, drawn with the key itself: what a fit drew before shards.
+    whole = draw(sharded_sequence_data(pendulum_episodes, 1, mesh), key)
+    for drawn, expected in zip(whole, sample_sequences(sequence_data(pendulum_episodes), key, 8, 3)):
+        np.testing.assert_array_equal(np.asarray(drawn), np.asarray(expected))
+
+
+def test_episodes_are_dealt_to_shards_and_a_split_too_small_is_refused(pendulum_episodes):
+    assert [part.tolist() for part in episode_shards(pendulum_episodes, 4)] == [[0, 4], [1, 5], [2], [3]]
+    with pytest.raises(InputError, match="too few to give each of 7 episode shards one"):
+        episode_shards(pendulum_episodes, 7)
+    with pytest.raises(InputError, match="cannot be drawn evenly from 4 episode shards"):
+        check_batch_divides(data_mesh(1), 6, "--fit.batch-size", shards=4)
+
+
 def test_impossible_device_counts_and_batches_are_refused():
     with pytest.raises(InputError, match="asks for 9999 devices"):
         data_mesh(9999)
+    with pytest.raises(InputError, match="1 devices cannot be cut into 2 simulated hosts"):
+        data_mesh(1, hosts=2)
     mesh = data_mesh(1)
     check_batch_divides(mesh, 7, "--fit.batch-size")  # one device takes any batch
     assert mesh.size == 1
