@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -15,9 +18,16 @@ from tasks.errors import InputError
 
 
 def save_module_state(path: str | Path, module: nnx.Module) -> None:
-    """Write ``module``'s state to the orbax folder ``path``, replacing an older one."""
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(Path(path).absolute(), nnx.to_pure_dict(nnx.state(module)), force=True)
+    """Write ``module``'s state to the orbax folder ``path``, replacing an older one.
+
+    In a JAX job of several processes the calling process writes alone (the one that
+    writes its run's files), with its own copy of the state.
+    """
+    state = nnx.to_pure_dict(nnx.state(module))
+    if jax.process_count() > 1:  # orbax takes no jax.Array from one process alone; numpy it does
+        state = jax.tree.map(np.asarray, state)
+    checkpointer = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
+    checkpointer.save(Path(path).absolute(), state, force=True)
     checkpointer.wait_until_finished()
 
 
@@ -28,11 +38,22 @@ def restore_module_state(path: str | Path, module: nnx.Module, shown: str | Path
         InputError: naming ``shown``, if the checkpoint cannot be read.
     """
     state = nnx.state(module)
+    target = nnx.to_pure_dict(state)
+    if jax.process_count() > 1:  # each process reads alone, into its own copy (as `save_module_state`)
+        target = jax.tree.map(np.asarray, target)
     try:
-        restored = ocp.StandardCheckpointer().restore(Path(path).absolute(), nnx.to_pure_dict(state))
+        checkpointer = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
+        restored = checkpointer.restore(Path(path).absolute(), target)
     except Exception as error:
         # Orbax and TensorStore explain in pages; the first line says what failed.
         first_line = (str(error).strip().splitlines() or [""])[0].split(" See full")[0][:160]
         raise InputError(shown, f"the {what} checkpoint is damaged or unreadable ({type(error).__name__}: {first_line})") from None
-    nnx.replace_by_pure_dict(state, restored)
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, restored))
     nnx.update(module, state)
+
+
+def _this_process_only() -> ocp.options.MultiprocessingOptions:
+    """Orbax options for a process that reads or writes without the others of its job
+    (who would otherwise be waited for at orbax's barriers)."""
+    this = ocp.multihost.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=this, active_processes={this})

@@ -105,9 +105,20 @@ class RunDirectory:
         return (self.path / "checkpoints").absolute()
 
     def checkpoint_manager(self, name: str) -> ocp.CheckpointManager:
-        """Orbax checkpoints under ``RUN/checkpoints/NAME``: the last one kept, written synchronously."""
-        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
-        return ocp.CheckpointManager(self.checkpoint_path / name, options=options)
+        """Orbax checkpoints under ``RUN/checkpoints/NAME``: the last one kept, written synchronously.
+
+        The checkpoints are this process's alone, like the folder: in a JAX job of several
+        processes orbax would otherwise wait at its barriers for the others, which write
+        nothing. (What is saved must then be held whole by this process.)
+        """
+        this = ocp.multihost.process_index()
+        path = self.checkpoint_path / name
+        path.mkdir(parents=True, exist_ok=True)  # orbax refuses to create it for a subset of processes
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=False, enable_async_checkpointing=False,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=this, active_processes={this}),
+        )
+        return ocp.CheckpointManager(path, options=options)
 
     def save(self, manager: ocp.CheckpointManager, step: int, args: ocp.args.CheckpointArgs) -> None:
         """Write a checkpoint and wait for it; from the first one on, the run is kept."""
