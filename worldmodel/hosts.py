@@ -19,12 +19,14 @@ A command calls `start` first; what it does is decided in this order:
 
 Once started, every process sees every process's devices (`jax.devices()`); process 0
 is the one that writes (`writes_outputs`). On CPU the processes' collectives go through
-gloo, JAX's default for CPU.
+gloo, JAX's default for CPU; what native libraries print goes to stderr from then on, so
+that stdout keeps only what the command prints.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Literal
 
@@ -99,6 +101,19 @@ def start(settings: HostsConfig = HostsConfig(), environment: Mapping[str, str] 
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RunFailed(f"could not join the job {where}: {first_line} (check --hosts.coordinator, "
                         f"--hosts.num-processes and --hosts.process-id, and that every process was started)") from None
+    _native_output_to_stderr()
+
+
+def _native_output_to_stderr() -> None:
+    """Point file descriptor 1 at stderr, keeping Python's ``sys.stdout`` on the real stdout.
+
+    Gloo announces every connection it makes on the process's stdout (from C++), which
+    would break the promise that ``--json`` leaves one JSON object there and nothing else.
+    """
+    sys.stdout.flush()
+    real_stdout = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(real_stdout, "w", buffering=1)
 
 
 def writes_outputs() -> bool:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
 from typing import Literal
 
 from tasks.config import config, option
-from tasks.errors import InputError
+from tasks.errors import InputError, RunFailed
 from tasks.run_directory import RunDirectory
 from tasks.splits import SplitFractions, fitting_episodes, split_record
 from tasks.traces import read_traces
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig, fit_world_model
+from worldmodel.hosts import HostsConfig, process_zero_says, start, writes_outputs
 from worldmodel.rssm import RSSMConfig
 from worldmodel.saving import build_model_for_spaces, load, load_spec, save_model
-from worldmodel.sharding import DEVICES_HELP, data_mesh
+from worldmodel.sharding import DEVICES_HELP, HOST_AXIS, data_mesh
 
 
 @config
@@ -34,6 +36,8 @@ class FitCommandConfig:
     warm_start: str | None = option(None, help="run directory of a fitted model to start from")
     resume: bool = option(False, help="continue a killed run in --out from its last checkpoint")
     devices: int | None = option(None, min=1, help=DEVICES_HELP)
+    hosts: HostsConfig = option(HostsConfig(), help="several processes on several hosts as one job "
+                                                    "(jax.distributed); process 0 writes --out")
     seed: int = option(0, help="seed of initial weights and minibatch draws")
 
 
@@ -48,13 +52,18 @@ class FitCommandConfig:
 
 def run(config: FitCommandConfig) -> tuple[dict, str]:
     started = time.perf_counter()
+    start(config.hosts)  # before anything touches a device
     mesh = data_mesh(config.devices)
+    processes = mesh.shape[HOST_AXIS]
     traces = read_traces(config.traces)
     if traces.task is None:
         raise InputError(config.traces, "the trace file names no task; re-import it with --task")
     train, validation = fitting_episodes(traces.episodes, config.split_seed, config.fractions)
     if train is None:
         raise InputError(config.traces, "no episode falls in the training split (record more episodes)")
+    if train.num_episodes < processes:
+        raise InputError(config.traces, f"its training split has {train.num_episodes} episodes, too few for "
+                                        f"{processes} processes to draw from one each (record more episodes)")
     if config.warm_start:
         model = load(config.warm_start)
         spec = load_spec(config.warm_start)
@@ -64,17 +73,18 @@ def run(config: FitCommandConfig) -> tuple[dict, str]:
         settings = config.rssm if config.model == "rssm" else config.ensemble
         model = build_model_for_spaces(config.model, traces.observation_space, traces.action_space, settings,
                                        seed=config.seed)
-    with RunDirectory(config.out, config, resume=config.resume) as run_dir:
+    with _run_directory(config) as run_dir:
         result = fit_world_model(
             model, train, validation, config.fit, seed=config.seed, run=run_dir,
-            resume=config.resume, progress=sys.stderr.isatty(), mesh=mesh,
+            resume=config.resume, progress=sys.stderr.isatty() and run_dir is not None, mesh=mesh,
         )
-        save_model(
-            config.out,
-            result.model,
-            {**traces.task.record(), "traces": str(Path(config.traces).absolute()),
-             "split": split_record(config.split_seed, config.fractions)},
-        )
+        if run_dir is not None:
+            save_model(
+                config.out,
+                result.model,
+                {**traces.task.record(), "traces": str(Path(config.traces).absolute()),
+                 "split": split_record(config.split_seed, config.fractions)},
+            )
         summary = {
             "real_steps": 0,
             "eval_steps": 0,
@@ -86,12 +96,36 @@ def run(config: FitCommandConfig) -> tuple[dict, str]:
             "validation_loss": result.validation_loss,
             "stopped_early": result.stopped_early,
             "transitions_per_second": result.transitions_per_second,
+            "processes": processes,
         }
-        run_dir.write_summary(summary)
+        if run_dir is not None:
+            run_dir.write_summary(summary)
+    together = f" in {processes} processes" if processes > 1 else ""
+    wrote = f"wrote {config.out}" if run_dir is not None else f"process 0 wrote {config.out}"
     text = (
-        f"fitted a {config.model} world model on {train.num_episodes} training episodes of {traces.task.name}: "
-        f"{result.updates} updates, validation loss {result.validation_loss:.4g}"
-        f"{' (stopped early)' if result.stopped_early else ''}, {summary['wall_seconds']:.0f} s\n"
-        f"wrote {config.out}"
+        f"fitted a {config.model} world model on {train.num_episodes} training episodes of {traces.task.name}"
+        f"{together}: {result.updates} updates, validation loss {result.validation_loss:.4g}"
+        f"{' (stopped early)' if result.stopped_early else ''}, {summary['wall_seconds']:.0f} s\n{wrote}"
     )
     return summary, text
+
+
+def _run_directory(config: FitCommandConfig) -> contextlib.AbstractContextManager[RunDirectory | None]:
+    """The run directory on process 0, None on the others: one process writes --out.
+
+    The others learn whether process 0 could open it, so a refused --out ends every
+    process at once rather than leaving them waiting for process 0.
+    """
+    if not writes_outputs():
+        if not process_zero_says(True):
+            raise RunFailed(f"process 0 could not open {config.out} (its own message says why)")
+        return contextlib.nullcontext()
+    try:
+        # Where the processes meet is this call's business, not the run's: a run resumed
+        # from another address (or alone) is the same run.
+        run_dir = RunDirectory(config.out, config, resume=config.resume, per_call=("hosts",))
+    except BaseException:
+        process_zero_says(False)
+        raise
+    process_zero_says(True)
+    return run_dir
