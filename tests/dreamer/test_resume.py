@@ -60,7 +60,7 @@ DREAM_KILL_POINTS = {
         pytest.param("after two metrics lines", id="killed-after-two-checkpointed-calls"),
         pytest.param(
             "after the first metrics line, before the first checkpoint",
-            id="killed-before-the-first-checkpoint",
+            id="killed-before-the-first-checkpoint", marks=pytest.mark.long,
         ),
     ],
 )

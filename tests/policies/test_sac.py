@@ -46,6 +46,7 @@ def test_sac_refuses_discrete_actions():
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_sac_learns_to_swing_up_pendulum():
     task = get_task("pendulum")
     learner = SAC(3, task.action_space, SACConfig(), total_steps=4000, seed=0)

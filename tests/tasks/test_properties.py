@@ -168,6 +168,7 @@ def test_damaged_npz_files_import_or_end_in_one_line(capsys, pendulum_recording,
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @LONG
 @given(damage=npz_damage())
 def test_damaged_npz_files_import_or_end_in_one_line_long(capsys, pendulum_recording, damage):
@@ -237,6 +238,7 @@ def test_damaged_tables_import_or_end_in_one_line(capsys, pendulum_recording, da
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @LONG
 @given(damage=table_damage())
 def test_damaged_tables_import_or_end_in_one_line_long(capsys, pendulum_recording, damage):
@@ -295,6 +297,7 @@ def test_generated_yaml_configs_validate_or_end_in_one_error(config):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @LONG
 @given(config=yaml_configs())
 def test_generated_yaml_configs_validate_or_end_in_one_error_long(config):
@@ -339,6 +342,7 @@ def test_generated_flag_values_validate_or_end_in_one_error(capsys, argv):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @LONG
 @given(argv=flag_values())
 def test_generated_flag_values_validate_or_end_in_one_error_long(capsys, argv):

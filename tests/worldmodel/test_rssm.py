@@ -298,6 +298,7 @@ def test_samples_follow_the_probabilities_and_pass_their_gradients_straight_thro
 # -- learning ------------------------------------------------------------------------------
 
 
+@pytest.mark.long
 def test_a_tiny_rssm_learns_pendulum_better_than_nothing_changes(record_random):
     """1000 Adam updates on 20 random episodes (with 6, its codes overfit); then, on two
     unseen episodes, the model filters the real steps and predicts each next observation
