@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from dreamer.actor_critic import DreamConfig, DreamState, make_dream_trainer, make_networks
 from dreamer.start_states import StartStates, capacities, filtered_starts, start_states
-from tasks.episodes import Episodes
 from policies.networks import Actor
+from tasks.episodes import Episodes
 from tasks.registry import Task
 
 

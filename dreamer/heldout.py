@@ -78,7 +78,8 @@ def evaluate_on_heldout(task: Task, actor: Actor, heldout: Episodes, world_model
     """
     check_replayable(heldout, "the held-out episodes")
     seeds = heldout.seeds
-    real = record_episodes(task, acting or ActorPolicy(actor), seeds, num_envs=min(len(seeds), 16), progress=False).returns()
+    acting = acting or ActorPolicy(actor)
+    real = record_episodes(task, acting, seeds, num_envs=min(len(seeds), 16), progress=False).returns()
     behaviour = heldout.returns()
     dream = None
     if world_model is not None:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from policies.filtering import filter_or_start
 from tasks.episodes import Episodes
 
 
@@ -95,10 +96,8 @@ def filtered_starts(world_model, starts: StartStates, index: jax.Array, context:
     restarts = positions <= first_rows  # the episode has not begun yet, or begins here
 
     def observe(state, k):
-        observed = world_model.observe(state, starts.actions[rows[:, k - 1]], starts.observations[rows[:, k]])
-        fresh = world_model.initial_state(starts.observations[rows[:, k]])
-        restart = restarts[:, k]
-        state = jax.tree.map(lambda a, b: jnp.where(restart.reshape(-1, *[1] * (a.ndim - 1)), a, b), fresh, observed)
+        state = filter_or_start(world_model, state, starts.actions[rows[:, k - 1]], starts.observations[rows[:, k]],
+                                restarts[:, k])
         return state, None
 
     state, _ = jax.lax.scan(observe, world_model.initial_state(starts.observations[rows[:, 0]]),

@@ -83,6 +83,8 @@ def export_filtering_actor(world_model, actor, observation_shape: tuple[int, ...
     """
     from flax import nnx
 
+    from policies.filtering import filter_or_start
+
     model_graph, model_params = nnx.split(world_model)
     actor_graph, actor_params = nnx.split(actor)
     template = world_model.initial_state(jnp.zeros((1, *observation_shape), jnp.float32))
@@ -99,10 +101,7 @@ def export_filtering_actor(world_model, actor, observation_shape: tuple[int, ...
         model_state = treedef.unflatten([p.reshape(batch, *leaf.shape[1:]) for p, leaf in zip(pieces, leaves)])
         last_action = state[:, model_width:model_width + action_width]
         last_action = jnp.round(last_action[:, 0]).astype(jnp.int32) if actor.discrete else last_action
-        observed = model.observe(model_state, last_action, observations)
-        fresh = model.initial_state(observations)
-        started = state[:, -1] > 0.5
-        new = jax.tree.map(lambda a, b: jnp.where(started.reshape(-1, *[1] * (a.ndim - 1)), a, b), observed, fresh)
+        new = filter_or_start(model, model_state, last_action, observations, state[:, -1] < 0.5)
         features = model.features(new)
         sample, _ = acting.sample(features, jax.random.wrap_key_data(key_data))
         carried = [leaf.reshape(batch, -1) for leaf in jax.tree.leaves(new)]

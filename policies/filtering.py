@@ -43,7 +43,7 @@ class FilteringPolicy:
         self._model_graph, self._model_state = nnx.split(world_model)
         self._observation_shape = tuple(world_model.observation_shape)
         self._states = None  # the model's state of every slot
-        self._last_actions: np.ndarray | None = None
+        self._last_actions = np.zeros(0)  # the action applied last in every slot
         self._fresh = np.zeros(0, bool)  # slots whose next observation is their episode's first
 
     def start(self, slots: np.ndarray, num_slots: int) -> None:
@@ -51,7 +51,8 @@ class FilteringPolicy:
         if self._states is None or len(self._fresh) != num_slots:
             zeros = jnp.zeros((num_slots, *self._observation_shape), jnp.float32)
             self._states = _initial_states(self._model_graph, self._model_state, zeros)
-            self._last_actions = None
+            # A fresh slot starts over whatever its last action was: zeros never reach the model.
+            self._last_actions = np.zeros((num_slots, *self._acting.action_shape), self._acting.action_dtype)
             self._fresh = np.zeros(num_slots, bool)
         self._fresh[np.asarray(slots)] = True
 
@@ -68,14 +69,10 @@ class FilteringPolicy:
         every[slots] = observations
         running = np.zeros(num_slots, bool)
         running[slots] = True
-        last_actions = self._last_actions
-        if last_actions is None:  # nothing applied yet: every running slot is fresh
-            last_actions = np.zeros((num_slots, *self._acting.action_shape), self._acting.action_dtype)
-        self._states, features = _filter(self._model_graph, self._model_state, self._states, jnp.asarray(last_actions),
-                                         jnp.asarray(every), jnp.asarray(self._fresh), jnp.asarray(running))
+        self._states, features = _filter(self._model_graph, self._model_state, self._states,
+                                         jnp.asarray(self._last_actions), jnp.asarray(every), jnp.asarray(self._fresh),
+                                         jnp.asarray(running))
         actions = self._acting(np.asarray(features)[slots], rng)
-        if self._last_actions is None:
-            self._last_actions = last_actions
         self._last_actions[slots] = actions
         self._fresh[slots] = False
         return actions
@@ -90,16 +87,20 @@ def _initial_states(graph, state, observations):
 def _filter(graph, state, model_states, last_actions, observations, fresh, running):
     """Every slot's next state (fresh slots start over, idle ones keep theirs) and its features."""
     model = nnx.merge(graph, state)
-    observed = model.observe(model_states, last_actions, observations)
-    started = model.initial_state(observations)
-
-    def choose(start_leaf, observed_leaf, kept_leaf):
-        shape = (-1, *[1] * (kept_leaf.ndim - 1))
-        new = jnp.where(fresh.reshape(shape), start_leaf, observed_leaf)
-        return jnp.where(running.reshape(shape), new, kept_leaf)
-
-    next_states = jax.tree.map(choose, started, observed, model_states)
+    filtered = filter_or_start(model, model_states, last_actions, observations, fresh)
+    next_states = select_rows(running, filtered, model_states)
     return next_states, model.features(next_states)
+
+
+def filter_or_start(model, states, actions, observations, starting: jax.Array):
+    """The model's next state per row: `initial_state` of the observation where
+    ``starting`` (an episode begins there), else `observe` after the row's action."""
+    return select_rows(starting, model.initial_state(observations), model.observe(states, actions, observations))
+
+
+def select_rows(condition: jax.Array, if_true, if_false):
+    """Row ``i`` of every leaf from ``if_true`` where ``condition[i]``, else from ``if_false``."""
+    return jax.tree.map(lambda a, b: jnp.where(condition.reshape(-1, *[1] * (a.ndim - 1)), a, b), if_true, if_false)
 
 
 def reads_observations(world_model) -> bool:
