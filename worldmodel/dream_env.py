@@ -5,8 +5,13 @@
     env = gym.make("dreamer/Dream-v0", world_model="runs/wm-pendulum", seed=0)
 
 Its spaces are the task's own, so a policy trained here runs unchanged in the real
-environment. Episodes start from real training states, step through the model, end
-where the model says (drawn from its continue probability, or below one half with
+environment (for a camera-frame task its observations are dreamed frames, uint8).
+With ``observations="latents"`` it shows the model's latent state instead (its
+`features`, a float32 vector, what the framework's own dreaming policies see), for
+learners that act on the model's state rather than on decoded observations.
+
+Episodes start from real training states, step through the model, end where the
+model says (drawn from its continue probability, or below one half with
 ``termination="threshold"``) and are truncated at the task's horizon (``horizon=``
 changes it; gymnasium's ``max_episode_steps`` can only cut episodes shorter). Actions
 are clipped into the action space, observations into the observation space and cast
@@ -24,15 +29,19 @@ the JAX key ``jax.random.key(seed % 2**32)``; every reset and step splits the ke
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import gymnasium as gym
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from worldmodel import dream_functional as functional
 from worldmodel.dream_calls import dream_calls, seed_keys
+
+OBSERVATION_CHOICES = ("decoded", "latents")
 
 
 class DreamEnv(gym.Env):
@@ -49,13 +58,18 @@ class DreamEnv(gym.Env):
         traces: trace file of the start observations (default: the model's own).
         with_uncertainty: report the model's disagreement in each step's info; for the
             ensemble that costs a forward pass of every elite, several times the step.
+        observations: ``decoded`` (the model's predicted observation, in the task's
+            observation space) or ``latents`` (the model's `features` of its state,
+            ``Box(-inf, inf, (F,), float32)``; for the ensemble, whose state is the
+            observation, that is the observation as float32).
 
     All arguments are plain JSON values, so ``env.spec`` can be saved with
     ``to_json`` and made again; give paths as strings for that.
 
     Raises:
         InputError: the run directory holds no model, or its traces cannot be read.
-        ValueError: ``start``, ``termination`` or ``horizon`` is not an allowed value.
+        ValueError: ``start``, ``termination``, ``horizon`` or ``observations`` is not an
+            allowed value.
     """
 
     metadata = {"render_modes": []}
@@ -69,17 +83,22 @@ class DreamEnv(gym.Env):
         horizon: int | None = None,
         traces: str | None = None,
         with_uncertainty: bool = True,
+        observations: str = "decoded",
     ):
+        functional.check_choice("observations", observations, OBSERVATION_CHOICES)
         self.dream = functional.load_dream(
             world_model, start=start, termination=termination, horizon=horizon, traces=traces
         )
         self.task = self.dream.task
         self.horizon = int(self.dream.params.horizon)
-        # Copies, so seeding one environment's action space leaves the others' alone.
-        self.observation_space = copy.deepcopy(self.task.observation_space)
-        self.action_space = copy.deepcopy(self.task.action_space)
         graphdef, model_state = nnx.split(self.dream.world_model)
         self._model_leaves, treedef = jax.tree.flatten(model_state)
+        self._latents = observations == "latents"
+        self._features = _features_call(graphdef, treedef) if self._latents else None
+        # Copies, so seeding one environment's action space leaves the others' alone.
+        self.observation_space = (latent_space(self.dream.world_model, self.dream.params.start_observations[:1])
+                                  if self._latents else copy.deepcopy(self.task.observation_space))
+        self.action_space = copy.deepcopy(self.task.action_space)
         self._with_uncertainty = bool(with_uncertainty)
         self._calls = dream_calls(graphdef, treedef, self._with_uncertainty)
         self._first_seed = seed
@@ -112,4 +131,24 @@ class DreamEnv(gym.Env):
         return self._observation(observation), float(reward), bool(terminated), bool(truncated), info
 
     def _observation(self, batch) -> np.ndarray:
+        if self._latents:
+            batch = self._features(self._model_leaves, self._state.model_state)
         return np.array(batch[0], dtype=self.observation_space.dtype)
+
+
+def latent_space(world_model, start_observations: jax.Array) -> gym.spaces.Box:
+    """The space of ``world_model``'s `features`: unbounded float32 vectors of its width."""
+    width = jax.eval_shape(lambda obs: world_model.features(world_model.initial_state(obs)), start_observations)
+    return gym.spaces.Box(-np.inf, np.inf, (int(width.shape[-1]),), np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _features_call(graphdef, treedef):
+    """A jitted ``features(leaves, model_state)`` for models of this structure, as float32."""
+
+    @jax.jit
+    def features(leaves, model_state):
+        model = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+        return model.features(model_state).astype(jnp.float32)
+
+    return features

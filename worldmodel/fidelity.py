@@ -7,12 +7,23 @@ data. At each horizon k we compare with what really happened: observation error
 termination (balanced accuracy) and the error of the k-step return. Two trivial
 predictors go through the same measurement so a reader sees what the model buys:
 "nothing changes" and a linear least-squares model.
+
+Camera frames (uint8 observations of height and width) are measured in pixel units:
+the frame error is the RMSE of pixel values read in ``[0, 1]`` (no per-pixel scaling,
+which would blow up the pixels of a static background), "nothing changes" repeats the
+last observed frame, and there is no linear predictor (its least squares over every
+pixel would not fit in memory, nor mean much).
+
+Windows are cut, predicted and scored in blocks of a fixed number (``block_megabytes``
+of observations each), their errors summed per horizon, so a long held-out set of
+frames never sits in memory at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +32,7 @@ from flax import nnx
 
 from tasks.config import config, option
 from tasks.episodes import Episodes
+from worldmodel.conv import PIXEL_MAX
 
 
 @config
@@ -32,12 +44,17 @@ class FidelityConfig:
     context: real steps a model filters (`observe`) before each rollout; None: the
         model's own (``model.context_length``: 0 for the ensemble, whose state is the
         observation; a few steps for a model with memory).
+    block_megabytes: rollouts are measured in blocks of as many windows as fit in this
+        many megabytes of real and predicted observations (every block of one check has
+        the same size, the last padded, so the rollout compiles once).
     """
 
     horizon: int = option(50, min=1)
     start_every: int = option(1, min=1)
     min_samples: int = option(10, min=1)
     context: int | None = option(None, min=0)
+    block_megabytes: float = option(256.0, min=0.001, help="observations (real and predicted) held per block "
+                                                             "of rollouts; their count sets the block's")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,24 +95,42 @@ class Predictions:
 def open_loop_windows(episodes: Episodes, horizon: int, start_every: int, context: int = 0) -> OpenLoopWindows:
     """Cut held-out episodes into open-loop windows starting every ``start_every`` steps,
     each after ``context`` real steps (so the first starts at step ``context``)."""
+    return windows_at(episodes, window_starts(episodes, start_every, context), horizon, context)
+
+
+def window_starts(episodes: Episodes, start_every: int, context: int = 0) -> np.ndarray:
+    """``[S, 2]`` (episode, step) of every open-loop window's start, in order: every
+    ``start_every`` steps of each episode from step ``context`` on."""
+    starts = [(index, start) for index, length in enumerate(episodes.lengths.tolist())
+              for start in range(context, length, start_every)]
+    if not starts:
+        raise ValueError(f"no held-out episode is longer than the context of {context} steps")
+    return np.asarray(starts, dtype=np.int64)
+
+
+def windows_at(episodes: Episodes, starts: np.ndarray, horizon: int, context: int = 0,
+               valid_rows: np.ndarray | None = None) -> OpenLoopWindows:
+    """The windows starting at ``starts [S, 2]`` (episode, step; `window_starts`), each
+    after ``context`` real steps; rows where ``valid_rows`` is false (padding) are
+    marked invalid at every step."""
     fields = ("start_obs", "context_obs", "context_actions", "actions", "obs", "rewards", "terminated", "valid")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in fields}
-    for episode in episodes:
+    for row, (index, start) in enumerate(starts.tolist()):
+        episode = episodes.episode(index)
         length = len(episode)
-        for start in range(context, length, start_every):
-            steps = start + np.arange(horizon)
-            valid = steps < length
-            clipped = np.minimum(steps, length - 1)
-            parts["start_obs"].append(episode.observations[start])
-            parts["context_obs"].append(episode.observations[start - context:start])
-            parts["context_actions"].append(episode.actions[start - context:start])
-            parts["actions"].append(episode.actions[clipped])
-            parts["obs"].append(episode.observations[clipped + 1])
-            parts["rewards"].append(np.where(valid, episode.rewards[clipped], 0.0))
-            parts["terminated"].append(valid & episode.terminations[clipped])
-            parts["valid"].append(valid)
-    if not parts["start_obs"]:
-        raise ValueError(f"no held-out episode is longer than the context of {context} steps")
+        steps = start + np.arange(horizon)
+        valid = steps < length
+        if valid_rows is not None and not valid_rows[row]:
+            valid = np.zeros_like(valid)
+        clipped = np.minimum(steps, length - 1)
+        parts["start_obs"].append(episode.observations[start])
+        parts["context_obs"].append(episode.observations[start - context:start])
+        parts["context_actions"].append(episode.actions[start - context:start])
+        parts["actions"].append(episode.actions[clipped])
+        parts["obs"].append(episode.observations[clipped + 1])
+        parts["rewards"].append(np.where(valid, episode.rewards[clipped], 0.0))
+        parts["terminated"].append(valid & episode.terminations[clipped])
+        parts["valid"].append(valid)
     return OpenLoopWindows(**{k: np.stack(v) for k, v in parts.items()})
 
 
@@ -153,87 +188,207 @@ def linear_predictions(windows: OpenLoopWindows, train: Episodes, action_encoder
     Fitted on the training transitions: ``[obs, action, 1] -> [next_obs - obs, reward]``,
     and termination as a linear function of the next observation, thresholded at 0.5.
     """
-    before, after = train.transitions()
-    flat = train.observations.reshape(len(train.observations), -1).astype(np.float64)
-    inputs = _linear_inputs(flat[before], action_encoder(train.actions))
-    targets = np.concatenate([flat[after] - flat[before], train.rewards[:, None]], axis=1)
-    dynamics, *_ = np.linalg.lstsq(inputs, targets, rcond=None)
-    ends = np.concatenate([flat[after], np.ones((len(after), 1))], axis=1)
-    ending, *_ = np.linalg.lstsq(ends, train.terminations.astype(np.float64), rcond=None)
+    return LinearPredictor.fit(train, action_encoder).predict(windows)
 
-    samples, horizon = windows.rewards.shape
-    obs_size = flat.shape[1]
-    current = windows.start_obs.reshape(samples, -1).astype(np.float64)
-    obs, rewards, continues = [], [], []
-    for k in range(horizon):
-        prediction = _linear_inputs(current, action_encoder(windows.actions[:, k])) @ dynamics
-        current = current + prediction[:, :obs_size]
-        obs.append(current)
-        rewards.append(prediction[:, obs_size])
-        ended = np.concatenate([current, np.ones((samples, 1))], axis=1) @ ending
-        continues.append((ended < 0.5).astype(np.float64))
-    obs = np.stack(obs, axis=1).reshape(windows.obs.shape)
-    return Predictions(obs, np.stack(rewards, axis=1), np.stack(continues, axis=1))
+
+@dataclasses.dataclass(frozen=True)
+class LinearPredictor:
+    """`linear_predictions`' least-squares fits, made once and applied to any windows.
+
+    Attributes:
+        dynamics: ``[obs + action + 1, obs + 1]`` from ``[obs, action, 1]`` to
+            ``[next_obs - obs, reward]``.
+        ending: ``[obs + 1]`` from ``[next_obs, 1]`` to whether the step terminated.
+        action_encoder: actions as the model takes them (one-hot for discrete).
+    """
+
+    dynamics: np.ndarray
+    ending: np.ndarray
+    action_encoder: Callable[[np.ndarray], np.ndarray]
+
+    @classmethod
+    def fit(cls, train: Episodes, action_encoder) -> LinearPredictor:
+        before, after = train.transitions()
+        flat = train.observations.reshape(len(train.observations), -1).astype(np.float64)
+        inputs = _linear_inputs(flat[before], action_encoder(train.actions))
+        targets = np.concatenate([flat[after] - flat[before], train.rewards[:, None]], axis=1)
+        dynamics, *_ = np.linalg.lstsq(inputs, targets, rcond=None)
+        ends = np.concatenate([flat[after], np.ones((len(after), 1))], axis=1)
+        ending, *_ = np.linalg.lstsq(ends, train.terminations.astype(np.float64), rcond=None)
+        return cls(dynamics, ending, action_encoder)
+
+    def predict(self, windows: OpenLoopWindows) -> Predictions:
+        samples, horizon = windows.rewards.shape
+        obs_size = self.dynamics.shape[1] - 1
+        current = windows.start_obs.reshape(samples, -1).astype(np.float64)
+        obs, rewards, continues = [], [], []
+        for k in range(horizon):
+            prediction = _linear_inputs(current, self.action_encoder(windows.actions[:, k])) @ self.dynamics
+            current = current + prediction[:, :obs_size]
+            obs.append(current)
+            rewards.append(prediction[:, obs_size])
+            ended = np.concatenate([current, np.ones((samples, 1))], axis=1) @ self.ending
+            continues.append((ended < 0.5).astype(np.float64))
+        obs = np.stack(obs, axis=1).reshape(windows.obs.shape)
+        return Predictions(obs, np.stack(rewards, axis=1), np.stack(continues, axis=1))
+
+
+@dataclasses.dataclass(frozen=True)
+class HorizonSums:
+    """One predictor's errors summed over the valid rollouts seen so far, per horizon ``[H]``.
+
+    Sums of blocks of windows add up (``+``) to the sums over all of them, so
+    `fidelity_report` can measure a held-out set block by block.
+
+    Attributes:
+        samples: valid rollouts at each horizon.
+        squared_obs: their observation errors, each the mean over observation entries of
+            the squared scaled error.
+        reward_error: their absolute reward errors.
+        return_error: their absolute errors of the return so far.
+        terminal_steps: real terminal steps among them.
+        terminal_recalled: those the predictor ended.
+        continuing_steps: real non-terminal steps among them.
+        continuing_recalled: those the predictor continued.
+    """
+
+    samples: np.ndarray
+    squared_obs: np.ndarray
+    reward_error: np.ndarray
+    return_error: np.ndarray
+    terminal_steps: np.ndarray
+    terminal_recalled: np.ndarray
+    continuing_steps: np.ndarray
+    continuing_recalled: np.ndarray
+
+    def __add__(self, other: HorizonSums) -> HorizonSums:
+        return HorizonSums(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+
+def horizon_sums(predictions: Predictions, windows: OpenLoopWindows, obs_scale: np.ndarray | float) -> HorizonSums:
+    """`HorizonSums` of ``predictions`` on ``windows``, observation errors divided by
+    ``obs_scale`` (per entry, or one number for all)."""
+    samples, horizon = windows.valid.shape
+    # Frames are uint8, where a difference would wrap around: integers are compared as float32.
+    predicted, real = (np.asarray(x).reshape(samples, horizon, -1) for x in (predictions.obs, windows.obs))
+    predicted, real = (x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32) for x in (predicted, real))
+    difference = predicted - real
+    squared = ((difference / obs_scale) ** 2).mean(axis=-1, dtype=np.float64)
+    reward_error = np.abs(predictions.rewards - windows.rewards)
+    return_error = np.abs(np.cumsum(predictions.rewards * windows.valid, 1) - np.cumsum(windows.rewards, 1))
+    predicted_end = predictions.continue_prob < 0.5
+    valid = windows.valid
+    terminal = valid & windows.terminated
+    continuing = valid & ~windows.terminated
+
+    def total(values):
+        return np.where(valid, values, 0).sum(axis=0)
+
+    return HorizonSums(
+        samples=valid.sum(axis=0),
+        squared_obs=total(squared),
+        reward_error=total(reward_error),
+        return_error=total(return_error),
+        terminal_steps=terminal.sum(axis=0),
+        terminal_recalled=(terminal & predicted_end).sum(axis=0),
+        continuing_steps=continuing.sum(axis=0),
+        continuing_recalled=(continuing & ~predicted_end).sum(axis=0),
+    )
+
+
+def metrics_from_sums(sums: HorizonSums, min_samples: int, terminates: bool) -> dict[str, list[float | None]]:
+    """Per-horizon measures from summed errors; a horizon with too few samples holds None.
+
+    Returns ``obs_rmse``, ``reward_mae``, ``return_error``, ``samples`` and, for tasks
+    that terminate, ``termination_accuracy`` (the mean of the recalls on terminal and
+    non-terminal steps; None where either kind is absent).
+    """
+    result: dict[str, list[float | None]] = {"obs_rmse": [], "reward_mae": [], "return_error": [], "samples": []}
+    if terminates:
+        result["termination_accuracy"] = []
+    for k, count in enumerate(sums.samples.tolist()):
+        result["samples"].append(count)
+        enough = count >= min_samples
+        result["obs_rmse"].append(float(np.sqrt(sums.squared_obs[k] / count)) if enough else None)
+        result["reward_mae"].append(float(sums.reward_error[k] / count) if enough else None)
+        result["return_error"].append(float(sums.return_error[k] / count) if enough else None)
+        if terminates:
+            both_kinds = sums.terminal_steps[k] > 0 and sums.continuing_steps[k] > 0
+            accuracy = 0.5 * (sums.terminal_recalled[k] / max(sums.terminal_steps[k], 1)
+                              + sums.continuing_recalled[k] / max(sums.continuing_steps[k], 1))
+            result["termination_accuracy"].append(float(accuracy) if enough and both_kinds else None)
+    return result
 
 
 def fidelity_metrics(
     predictions: Predictions, windows: OpenLoopWindows, obs_std: np.ndarray, min_samples: int, terminates: bool
 ) -> dict[str, list[float | None]]:
-    """Per-horizon errors of one predictor; a horizon with too few samples holds None.
-
-    Returns ``obs_rmse``, ``reward_mae``, ``return_error`` and, for tasks that terminate,
-    ``termination_accuracy`` (mean of the recalls on terminal and non-terminal steps).
-    """
-    samples, horizon = windows.valid.shape
-    scaled_error = ((predictions.obs - windows.obs).reshape(samples, horizon, -1) / obs_std) ** 2
-    squared = scaled_error.mean(axis=-1)
-    reward_error = np.abs(predictions.rewards - windows.rewards)
-    return_error = np.abs(np.cumsum(predictions.rewards * windows.valid, 1) - np.cumsum(windows.rewards, 1))
-    predicted_end = predictions.continue_prob < 0.5
-    result: dict[str, list[float | None]] = {"obs_rmse": [], "reward_mae": [], "return_error": [], "samples": []}
-    if terminates:
-        result["termination_accuracy"] = []
-    for k in range(horizon):
-        valid = windows.valid[:, k]
-        count = int(valid.sum())
-        result["samples"].append(count)
-        enough = count >= min_samples
-        result["obs_rmse"].append(float(np.sqrt(squared[valid, k].mean())) if enough else None)
-        result["reward_mae"].append(float(reward_error[valid, k].mean()) if enough else None)
-        result["return_error"].append(float(return_error[valid, k].mean()) if enough else None)
-        if terminates:
-            result["termination_accuracy"].append(
-                _balanced_accuracy(predicted_end[valid, k], windows.terminated[valid, k]) if enough else None
-            )
-    return result
+    """Per-horizon errors of one predictor on ``windows``, observation errors in units of
+    ``obs_std``; a horizon with too few samples holds None (`metrics_from_sums`)."""
+    return metrics_from_sums(horizon_sums(predictions, windows, obs_std), min_samples, terminates)
 
 
 def fidelity_report(model: nnx.Module, heldout: Episodes, train: Episodes, config: FidelityConfig,
                     key: jax.Array) -> dict:
-    """The model and both trivial predictors, measured open loop on ``heldout``.
+    """The model and the trivial predictors, measured open loop on ``heldout``.
 
     ``train`` is what the model learned from: it scales observation errors and fits the
-    linear predictor.
+    linear predictor. For camera frames (`holds_frames`) errors are in pixel values read
+    in ``[0, 1]``, and ``linear`` is None. Windows go through in equal blocks
+    (``config.block_megabytes``); the model's key is folded with each block's index
+    after the first, so a held-out set that fits in one block is measured as a whole.
+
+    Returns the report: ``heldout_episodes``, ``context`` (real steps observed before
+    each rollout, its start included: ``context + 1`` observations), ``rollouts``,
+    ``horizons`` (steps imagined after the context), ``obs_units`` and ``predictors``.
     """
     context = config.context if config.context is not None else getattr(model, "context_length", 0)
-    windows = open_loop_windows(heldout, config.horizon, config.start_every, context)
-    scale = observation_scale(train)
+    starts = window_starts(heldout, config.start_every, context)
+    frames = holds_frames(train)
+    scale = np.float32(PIXEL_MAX) if frames else observation_scale(train)
     terminates = bool(train.terminations.any() or heldout.terminations.any())
     encode = lambda actions: np.asarray(model.encode_action(np.asarray(actions)))  # noqa: E731
+    linear = None if frames else LinearPredictor.fit(train, encode)
     predictors = {
-        "model": model_predictions(model, windows, key),
-        "nothing_changes": nothing_changes_predictions(windows, train),
-        "linear": linear_predictions(windows, train, encode),
+        "model": lambda windows, index: model_predictions(model, windows, key if index == 0 else jax.random.fold_in(key, index)),
+        "nothing_changes": lambda windows, _: nothing_changes_predictions(windows, train),
+        **({} if linear is None else {"linear": lambda windows, _: linear.predict(windows)}),
     }
+    per_block = rollouts_per_block(heldout, config.horizon, context, config.block_megabytes, len(starts))
+    sums: dict[str, HorizonSums] = {}
+    for index, first in enumerate(range(0, len(starts), per_block)):
+        block = starts[first:first + per_block]
+        real = np.arange(per_block) < len(block)
+        # The last block is padded with invalid copies of its last window: one shape, one compilation.
+        windows = windows_at(heldout, block[np.minimum(np.arange(per_block), len(block) - 1)], config.horizon,
+                             context, valid_rows=real)
+        for name, predict in predictors.items():
+            block_sums = horizon_sums(predict(windows, index), windows, scale)
+            sums[name] = block_sums if name not in sums else sums[name] + block_sums
+    measured = {name: metrics_from_sums(total, config.min_samples, terminates) for name, total in sums.items()}
     return {
         "heldout_episodes": heldout.num_episodes,
         "context": context,
-        "rollouts": int(windows.valid.shape[0]),
+        "rollouts": int(len(starts)),
         "horizons": list(range(1, config.horizon + 1)),
-        "predictors": {
-            name: fidelity_metrics(p, windows, scale, config.min_samples, terminates) for name, p in predictors.items()
-        },
+        "obs_units": "pixel values in [0, 1]" if frames else "standard deviations of the training split",
+        "predictors": {**measured, **({"linear": None} if frames else {})},
     }
+
+
+def holds_frames(episodes: Episodes) -> bool:
+    """Whether the observations are camera frames: uint8 with height and width (as
+    `tasks.registry.observation_kind` tells a frame space)."""
+    return episodes.observations.dtype == np.uint8 and episodes.observations.ndim in (3, 4)
+
+
+def rollouts_per_block(episodes: Episodes, horizon: int, context: int, megabytes: float, rollouts: int) -> int:
+    """How many windows one block of `fidelity_report` holds: as many as fit in
+    ``megabytes`` of observations (real ones, and predictions as float32 with their
+    float64 errors), at least one, at most ``rollouts``."""
+    values = int(np.prod(episodes.observations.shape[1:]))
+    held = (horizon + context + 1) * values * episodes.observations.itemsize + horizon * values * (4 + 8)
+    return int(min(max(megabytes * 2**20 // held, 1), rollouts))
 
 
 def open_loop_squared_errors(model: nnx.Module, episodes: Episodes, obs_std: np.ndarray, horizon: int,
@@ -271,16 +426,6 @@ def _disagreement(graphdef, state, observations, actions):
     return model.uncertainty(model.initial_state(observations), actions)
 
 
-def _balanced_accuracy(predicted: np.ndarray, actual: np.ndarray) -> float | None:
-    """Mean recall on the two classes; None if either class is absent."""
-    positives, negatives = actual.sum(), (~actual).sum()
-    if positives == 0 or negatives == 0:
-        return None
-    recall_terminal = (predicted & actual).sum() / positives
-    recall_continuing = (~predicted & ~actual).sum() / negatives
-    return float(0.5 * (recall_terminal + recall_continuing))
-
-
 def _linear_inputs(obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
     return np.concatenate([obs, actions.reshape(len(obs), -1), np.ones((len(obs), 1))], axis=1)
 
@@ -300,8 +445,9 @@ def plot_fidelity(report: dict, path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     horizons = report["horizons"]
+    frames = report.get("obs_units", "").startswith("pixel")
     measures = [
-        ("obs_rmse", "observation RMSE (training-std units)", True),
+        ("obs_rmse", "frame RMSE (pixel values in [0, 1])" if frames else "observation RMSE (training-std units)", True),
         ("reward_mae", "reward absolute error", True),
         ("return_error", "k-step return absolute error", True),
         ("termination_accuracy", "termination balanced accuracy", False),
@@ -313,6 +459,8 @@ def plot_fidelity(report: dict, path, title: str) -> None:
     styles = {"model": ("C0", "world model"), "nothing_changes": ("C7", "nothing changes"), "linear": ("C1", "linear least squares")}
     for axis, (key, label, log_scale) in zip(axes.flat, measures):
         for name, (color, legend) in styles.items():
+            if report["predictors"].get(name) is None:  # no linear predictor for frames
+                continue
             values = np.array([np.nan if v is None else v for v in report["predictors"][name][key]], dtype=float)
             axis.plot(horizons, values, color=color, label=legend, linewidth=2 if name == "model" else 1.2)
         axis.set_xlabel("open-loop horizon k (steps)")

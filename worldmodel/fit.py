@@ -40,26 +40,35 @@ class FitConfig:
     """How a world model is fitted.
 
     Attributes:
-        batch_size: transitions per ensemble member (or sequences) per update.
+        batch_size: transitions per ensemble member (or sequences) per update; None:
+            the model's own (``model.batch_size``: 256, but 16 for an RSSM reading
+            camera frames, whose every sequence is 33 frames through convolutions).
         sequence_length: steps per training window; None: the model's own
             (``model.sequence_length``: 1 for the ensemble, 32 for the RSSM).
         learning_rate: Adam step size.
         weight_decay: decoupled weight decay on kernels.
         updates_per_call: updates fused into one jitted call; validation runs between calls.
-        max_updates: stop after this many updates even if validation still improves.
+        max_updates: stop after this many updates even if validation still improves;
+            None: the model's own (``model.max_updates``: 20000, but fewer for an RSSM
+            reading camera frames, sized to finish on two CPU cores in under 30 minutes).
         patience: stop after this many validations without a relative improvement of
             ``min_improvement``.
         min_improvement: the relative drop in validation loss that counts as progress.
     """
 
-    batch_size: int = option(256, min=1)
+    batch_size: int | None = option(None, min=1)
     sequence_length: int | None = option(None, min=1)
     learning_rate: float = option(1e-3, min=0)
     weight_decay: float = option(1e-5, min=0)
     updates_per_call: int = option(250, min=1)
-    max_updates: int = option(20000, min=1)
+    max_updates: int | None = option(None, min=1)
     patience: int = option(5, min=1)
     min_improvement: float = option(0.01, min=0)
+
+
+# For models that name no batch size or update count of their own.
+DEFAULT_BATCH_SIZE = 256
+DEFAULT_MAX_UPDATES = 20000
 
 
 class FitDiverged(RunFailed):
@@ -124,6 +133,11 @@ def fit_world_model(
     if hasattr(model, "fit_statistics"):
         model.fit_statistics(train)
     members = getattr(getattr(model, "config", None), "members", 1)
+    config = dataclasses.replace(
+        config,
+        batch_size=config.batch_size or getattr(model, "batch_size", DEFAULT_BATCH_SIZE),
+        max_updates=config.max_updates or getattr(model, "max_updates", DEFAULT_MAX_UPDATES),
+    )
     mesh = mesh or data_mesh()
     shards = shards or mesh.shape[HOST_AXIS]
     check_batch_divides(mesh, config.batch_size * members,

@@ -1,4 +1,4 @@
-"""A recurrent state-space model (RSSM, as in PlaNet and DreamerV3) for vector observations.
+"""A recurrent state-space model (RSSM, as in PlaNet and DreamerV3) for vector and camera observations.
 
 The state has two parts: a deterministic memory ``deter`` (the hidden state of a GRU that
 reads the previous latent and action) and a stochastic latent ``stoch``, ``latents``
@@ -10,11 +10,13 @@ distributions over the latent are learned:
 - the prior, from ``deter`` alone: dreams (`step`) sample from it. It is a small
   ensemble of heads whose mixture is sampled, and whose disagreement is `uncertainty`.
 
-Observations are encoded and reconstructed in symlog space, rewards are two-hot
-categoricals over symlog bins (`worldmodel.twohot`), and a Bernoulli head predicts
-whether the episode goes on. Both categorical distributions are mixed with 1% uniform so
-no class is ever impossible, and samples carry straight-through gradients, so a policy
-can be trained through the dynamics.
+Vector observations are encoded and reconstructed in symlog space by dense layers;
+camera frames (observations ``[H, W, C]``, values 0..255) by the convolutional encoder
+and decoder of `worldmodel.conv`, in centred pixel units, their squared error summed over
+pixels. Rewards are two-hot categoricals over symlog bins (`worldmodel.twohot`), and a
+Bernoulli head predicts whether the episode goes on. Both categorical distributions are
+mixed with 1% uniform so no class is ever impossible, and samples carry straight-through
+gradients, so a policy can be trained through the dynamics.
 
 The objective (`loss`) filters the posterior through each window with one `lax.scan`
 over time and adds reconstruction, reward and continue losses to DreamerV3's balanced
@@ -38,6 +40,7 @@ from tasks.config import config, option
 from tasks.episodes import Episodes
 from tasks.normalizer import Normalizer, Statistic
 from tasks.sampler import SequenceBatch
+from worldmodel.conv import FrameDecoder, FrameEncoder, centred_to_frames, frames_to_centred
 from worldmodel.layers import EnsembleLinear
 from worldmodel.losses import weighted_binary_cross_entropy
 from worldmodel.twohot import symexp, symlog, symlog_bins, twohot_decode, twohot_loss
@@ -55,6 +58,8 @@ class RSSMSizes:
         latents: categorical variables in the stochastic state.
         classes: classes of each categorical variable.
         layers: hidden layers of the encoder, the decoder and the reward and continue heads.
+        depth: channels of the first convolution of the frame encoder (doubled at each
+            halving of the frame) and of the frame decoder's last hidden layer.
     """
 
     deter: int
@@ -62,15 +67,16 @@ class RSSMSizes:
     latents: int
     classes: int
     layers: int
+    depth: int
 
 
 # One field scales everything, as DreamerV3's size presets do; "tiny" is for CPU and
 # tests, the others for an accelerator.
 SIZE_PRESETS: dict[str, RSSMSizes] = {
-    "tiny": RSSMSizes(deter=64, hidden=64, latents=8, classes=8, layers=1),
-    "small": RSSMSizes(deter=256, hidden=256, latents=16, classes=16, layers=2),
-    "medium": RSSMSizes(deter=1024, hidden=512, latents=32, classes=16, layers=2),
-    "large": RSSMSizes(deter=2048, hidden=768, latents=32, classes=32, layers=3),
+    "tiny": RSSMSizes(deter=64, hidden=64, latents=8, classes=8, layers=1, depth=16),
+    "small": RSSMSizes(deter=256, hidden=256, latents=16, classes=16, layers=2, depth=32),
+    "medium": RSSMSizes(deter=1024, hidden=512, latents=32, classes=16, layers=2, depth=48),
+    "large": RSSMSizes(deter=2048, hidden=768, latents=32, classes=32, layers=3, depth=64),
 }
 
 
@@ -113,7 +119,11 @@ class RSSMState:
 
 
 class RSSMModel(nnx.Module):
-    """The recurrent latent world model; its state is an `RSSMState`."""
+    """The recurrent latent world model; its state is an `RSSMState`.
+
+    Observations of shape ``[H, W, C]`` are camera frames (`reads_frames`), read by
+    convolutions; any other shape is a vector, flattened.
+    """
 
     kind = "rssm"
     sequence_length = 32  # steps per training window: the memory learns from what came before
@@ -135,20 +145,33 @@ class RSSMModel(nnx.Module):
         self.config = config
         sizes = config.sizes
         self._obs_size = math.prod(self.observation_shape)
+        self.reads_frames = len(self.observation_shape) == 3
+        # Sequences per fitting update unless --fit.batch-size says otherwise: a sequence
+        # of frames costs a few hundred times a sequence of vectors.
+        self.batch_size = 16 if self.reads_frames else 256
         stoch_size = sizes.latents * sizes.classes
         feature_size = sizes.deter + stoch_size
 
-        self.encoder = NormedMLP(self._obs_size, sizes.hidden, sizes.layers, rngs)
+        # Layers are made in a fixed order: it sets which random numbers each one starts from.
+        if self.reads_frames:
+            self.encoder = FrameEncoder(self.observation_shape, sizes.depth, rngs)
+            embedding_size = self.encoder.embedding_size
+        else:
+            self.encoder = NormedMLP(self._obs_size, sizes.hidden, sizes.layers, rngs)
+            embedding_size = sizes.hidden
         self.transition_input = NormedMLP(stoch_size + action_size, sizes.hidden, 1, rngs)
         self.gru = LayerNormGRUCell(sizes.hidden, sizes.deter, rngs)
-        self.posterior = NormedMLP(sizes.deter + sizes.hidden, sizes.hidden, 1, rngs)
+        self.posterior = NormedMLP(sizes.deter + embedding_size, sizes.hidden, 1, rngs)
         self.posterior_out = nnx.Linear(sizes.hidden, stoch_size, rngs=rngs)
         heads = config.prior_heads
         self.prior_hidden = EnsembleLinear(heads, sizes.deter, sizes.hidden, rngs)
         self.prior_norm = nnx.LayerNorm(sizes.hidden, rngs=rngs)
         self.prior_out = EnsembleLinear(heads, sizes.hidden, stoch_size, rngs)
-        self.decoder = NormedMLP(feature_size, sizes.hidden, sizes.layers, rngs)
-        self.decoder_out = nnx.Linear(sizes.hidden, self._obs_size, rngs=rngs)
+        if self.reads_frames:
+            self.decoder = FrameDecoder(feature_size, self.observation_shape, sizes.depth, rngs)
+        else:
+            self.decoder = NormedMLP(feature_size, sizes.hidden, sizes.layers, rngs)
+            self.decoder_out = nnx.Linear(sizes.hidden, self._obs_size, rngs=rngs)
         self.reward_head = NormedMLP(feature_size, sizes.hidden, sizes.layers, rngs)
         # Zero logits predict a reward of exactly 0 at the start, instead of a random one.
         self.reward_out = nnx.Linear(sizes.hidden, REWARD_BINS, kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
@@ -162,7 +185,8 @@ class RSSMModel(nnx.Module):
     def fit_statistics(self, episodes: Episodes) -> None:
         """Set the action normaliser and the termination class weight from training episodes.
 
-        Observations need no statistics: they enter and leave the model in symlog space.
+        Observations need no statistics: vectors enter and leave the model in symlog
+        space, frames in centred pixel units.
         """
         self.action_norm.fit(np.asarray(self.encode_action(jnp.asarray(episodes.actions))))
         terminal = int(episodes.terminations.sum())
@@ -218,7 +242,11 @@ class RSSMModel(nnx.Module):
         return jnp.concatenate([state.deter, state.stoch.reshape(state.stoch.shape[0], -1)], axis=-1)
 
     def decode(self, state: RSSMState) -> jax.Array:
+        """The predicted observation ``[B, *observation_shape]``: for frames, float32
+        pixel values in ``[0, 255]`` (not rounded), for vectors the task's values."""
         features = self.features(state)
+        if self.reads_frames:
+            return centred_to_frames(self.decoder(features))
         predicted = symexp(self.decoder_out(self.decoder(features)))
         return predicted.reshape(features.shape[0], *self.observation_shape)
 
@@ -246,8 +274,7 @@ class RSSMModel(nnx.Module):
         """The training objective; ``key`` None takes posterior modes instead of samples."""
         batch_size, steps = batch.reward.shape
         sizes = self.config.sizes
-        obs = batch.obs.reshape(batch_size, steps + 1, -1).astype(jnp.float32)
-        embeddings = self._embed(obs)
+        embeddings = self._embed(batch.obs)
         actions = self._action_inputs(batch.action.reshape(batch_size * steps, *batch.action.shape[2:]))
         actions = actions.reshape(batch_size, steps, self.action_size)
 
@@ -280,8 +307,7 @@ class RSSMModel(nnx.Module):
         deters = jnp.concatenate([first_deter[None], filtered.deter], axis=0)
         stochs = jnp.concatenate([first_stoch[None], filtered.stoch], axis=0)
         features = jnp.concatenate([deters, stochs.reshape(steps + 1, batch_size, -1)], axis=-1)
-        reconstruction = self.decoder_out(self.decoder(features))
-        squared = jnp.sum((reconstruction - symlog(jnp.swapaxes(obs, 0, 1))) ** 2, axis=-1)
+        squared = self._reconstruction_error(features, jnp.swapaxes(batch.obs, 0, 1))
         # A window's first observation is real where its first step is.
         obs_weights = jnp.concatenate([mask[:1], mask], axis=0)
         reconstruction_loss = _masked_mean(squared, obs_weights)
@@ -314,10 +340,24 @@ class RSSMModel(nnx.Module):
         }
 
     def _embed(self, obs: jax.Array) -> jax.Array:
-        """``[..., *observation_shape] -> [..., hidden]``, the observation read in symlog space."""
+        """``[..., *observation_shape] -> [..., embedding]``: frames through the convolutions
+        (as they come, uint8 or float), vectors in symlog space."""
+        if self.reads_frames:
+            return self.encoder(obs)
         leading = obs.shape[: obs.ndim - len(self.observation_shape)]
         flat = jnp.asarray(obs, dtype=jnp.float32).reshape(*leading, self._obs_size)
         return self.encoder(symlog(flat))
+
+    def _reconstruction_error(self, features: jax.Array, obs: jax.Array) -> jax.Array:
+        """Squared error of the decoded ``features [..., F]`` against ``obs [..., *observation_shape]``,
+        summed over the observation: ``[...]``. Frames in centred pixel units, vectors in symlog space."""
+        leading = features.shape[:-1]
+        if self.reads_frames:
+            difference = self.decoder(features) - frames_to_centred(obs)
+        else:
+            target = symlog(jnp.asarray(obs, dtype=jnp.float32).reshape(*leading, self._obs_size))
+            difference = self.decoder_out(self.decoder(features)) - target
+        return jnp.sum(difference.reshape(*leading, -1) ** 2, axis=-1)
 
     def _action_inputs(self, action: jax.Array) -> jax.Array:
         encoded = self.encode_action(action).reshape(-1, self.action_size)

@@ -1,4 +1,11 @@
-"""``dreamer check``: a world model's open-loop fidelity on held-out episodes."""
+"""``dreamer check``: a world model's open-loop fidelity on held-out episodes.
+
+Beside fidelity.json and fidelity.png it replays a few sampled held-out episodes in the
+model after their context: ``dream-EPISODE.png`` (real and dreamed observation
+dimensions over time; listed in ``dream_plots``) for vector tasks, ``dream-EPISODE.gif``
+(real, dreamed and difference frames side by side; listed in ``dream_videos``) for
+camera frames.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +22,8 @@ from tasks.errors import InputError
 from tasks.registry import check_spaces_match, task_from_record
 from tasks.splits import describe_split, fitting_episodes, heldout_episodes, recorded_split, split_record
 from tasks.traces import read_traces
-from worldmodel.dream_beside_real import dream_of_episode, plot_dream_beside_real
-from worldmodel.fidelity import FidelityConfig, fidelity_report, plot_fidelity
+from worldmodel.dream_beside_real import dream_of_episode, frames_of_episode, plot_dream_beside_real, write_dream_video
+from worldmodel.fidelity import FidelityConfig, fidelity_report, holds_frames, plot_fidelity
 from worldmodel.saving import load, load_spec
 
 
@@ -30,7 +37,7 @@ class CheckConfig:
     split_seed: int | None = option(None, help="split seed (default: the one the model was fitted with)")
     out: str | None = option(None, help="folder for fidelity.json and fidelity.png (default: the model's run directory)")
     dreams: int = option(3, min=0, help="held-out episodes, drawn at random, replayed in the model whole beside the "
-                                        "real ones (dream-EPISODE.png)")
+                                        "real ones (dream-EPISODE.png, or dream-EPISODE.gif for camera frames)")
     seed: int = option(0, help="seed of the model's sampling during rollouts")
 
 
@@ -72,22 +79,31 @@ def run(config: CheckConfig) -> tuple[dict, str]:
     }
     out = Path(config.out or config.world_model)
     out.mkdir(parents=True, exist_ok=True)
-    report["dream_plots"] = _draw_dreams(model, heldout, report["context"], config, out, task.name)
+    frames = holds_frames(heldout)
+    if frames:
+        report["observed_frames"] = report["context"] + 1  # the context's frames and the rollout's first
+    drawn = _draw_dreams(model, heldout, report["context"], config, out, task.name)
+    report["dream_plots"], report["dream_videos"] = ([], drawn) if frames else (drawn, [])
     (out / "fidelity.json").write_text(json.dumps(report, indent=2))
     plot_fidelity(report, out / "fidelity.png", f"{task.name}: open-loop error on {heldout.num_episodes} held-out episodes")
     return report, _table(report, out)
 
 
 def _draw_dreams(model, heldout: Episodes, context: int, config: CheckConfig, out: Path, task_name: str) -> list[str]:
-    """``config.dreams`` sampled held-out episodes dreamed whole after their context; the files written."""
+    """``config.dreams`` sampled held-out episodes dreamed whole after their context: a
+    GIF each for camera frames, a PNG for vectors; the files written."""
     long_enough = [i for i in range(heldout.num_episodes) if heldout.lengths[i] > context]
     chosen = np.random.default_rng(config.seed).permutation(long_enough)[:config.dreams]
     written = []
     for index in sorted(chosen.tolist()):
-        real, dreamed = dream_of_episode(model, heldout.episode(index), context, jax.random.key(config.seed))
-        name = f"dream-{index}.png"
-        plot_dream_beside_real(real, dreamed, context, out / name,
-                               f"{task_name}: held-out episode {index}, dreamed after {context} observed steps")
+        episode, key = heldout.episode(index), jax.random.key(config.seed)
+        if holds_frames(heldout):
+            name = f"dream-{index}.gif"
+            write_dream_video(*frames_of_episode(model, episode, context, key), context, out / name)
+        else:
+            name = f"dream-{index}.png"
+            plot_dream_beside_real(*dream_of_episode(model, episode, context, key), context, out / name,
+                                   f"{task_name}: held-out episode {index}, dreamed after {context} observed steps")
         written.append(name)
     return written
 
@@ -104,13 +120,16 @@ def _learned_from(spec: dict, task, split_seed: int, fractions) -> Episodes | No
 def _table(report: dict, out: Path) -> str:
     horizons = [k for k in (1, 5, 10, 15, 25, 50) if k <= len(report["horizons"])]
     measures = ["obs_rmse", "reward_mae"] + (["termination_accuracy"] if "termination_accuracy" in report["predictors"]["model"] else [])
-    lines = [f"open-loop fidelity on {report['heldout_episodes']} held-out episodes ({report['rollouts']} rollouts)"]
+    lines = [f"open-loop fidelity on {report['heldout_episodes']} held-out episodes ({report['rollouts']} rollouts "
+             f"after {report['context']} observed steps; observation RMSE in {report['obs_units']})"]
     lines.append(f"{'predictor':<16} {'measure':<22}" + "".join(f"{'k=' + str(k):>10}" for k in horizons))
     for name, metrics in report["predictors"].items():
+        if metrics is None:  # no linear predictor for frames
+            continue
         for measure in measures:
             values = [metrics[measure][k - 1] for k in horizons]
             lines.append(f"{name:<16} {measure:<22}" + "".join(f"{'-' if v is None else f'{v:.4g}':>10}" for v in values))
+    dreams = report["dream_plots"] + report["dream_videos"]
     lines.append(f"wrote {out / 'fidelity.json'} and {out / 'fidelity.png'}"
-                 + (f", and {len(report['dream_plots'])} dreams beside real episodes ({', '.join(report['dream_plots'])})"
-                    if report["dream_plots"] else ""))
+                 + (f", and {len(dreams)} dreams beside real episodes ({', '.join(dreams)})" if dreams else ""))
     return "\n".join(lines)

@@ -1,5 +1,6 @@
-"""The recurrent latent world model (RSSM): the interface's conformance suite, its shapes,
-its categorical latents, its loss, and that it learns Pendulum's dynamics."""
+"""The recurrent latent world model (RSSM): the interface's conformance suite (for vector
+and camera observations), its shapes, its categorical latents, its loss, and that it
+learns Pendulum's dynamics."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import pytest
 from flax import nnx
 
 from dreamer.cli import main
+from tasks.episodes import Episode, Episodes
 from tasks.registry import get_task
 from tasks.traces import write_traces
 from tasks.sampler import SequenceBatch, sample_sequences, sequence_data
+from tests.worldmodel import conformance
 from tests.worldmodel.conformance import check_world_model_conformance, real_transitions
 from worldmodel.saving import load
 from worldmodel.rssm import (
@@ -61,6 +64,22 @@ def _dream_once(graphdef, state, obs, action, next_obs, key):
     }
 
 
+def square_frames_episodes(count: int = 3, length: int = 12, size: int = 8) -> Episodes:
+    """Camera-frame episodes small enough for CPU tests: a white square on black,
+    ``[size, size, 3]`` uint8, moved by a one-dimensional action each step."""
+    rng = np.random.default_rng(0)
+    episodes = []
+    for _ in range(count):
+        actions = rng.uniform(-2, 2, size=(length, 1)).astype(np.float32)
+        columns = np.clip(np.round(size / 2 + np.concatenate([[0.0], np.cumsum(actions[:, 0])])), 0, size - 3)
+        frames = np.zeros((length + 1, size, size, 3), np.uint8)
+        for t, column in enumerate(columns.astype(int)):
+            frames[t, 3:6, column:column + 3] = 255
+        last = np.arange(length) == length - 1
+        episodes.append(Episode(frames, actions, -np.abs(actions[:, 0]), np.zeros(length, bool), last))
+    return Episodes.from_list(episodes)
+
+
 def dream_once(model, obs, action, next_obs, key=None):
     """Every dreaming method once from ``obs``, jitted once per model structure."""
     key = jax.random.key(0) if key is None else key
@@ -86,6 +105,31 @@ def test_the_rssm_conforms_to_the_world_model_interface(task_name, request):
     model = tiny_rssm(task_name)
     model.fit_statistics(episodes)
     check_world_model_conformance(model, episodes, sequence_length=6)
+
+
+def test_the_rssm_conforms_to_the_world_model_interface_on_camera_frames(monkeypatch):
+    episodes = square_frames_episodes()
+    model = RSSMModel((8, 8, 3), 1, False, TINY, nnx.Rngs(0))
+    model.fit_statistics(episodes)
+    assert model.reads_frames
+    # Decoded frames are pixel values up to 255: jitted and eager decoding agree to float32
+    # rounding times 255 (about 1e-4), beyond the suite's absolute 1e-5, which is meant
+    # for observations near unit scale. Decoded frames are compared in [0, 1] units; every
+    # other output exactly as the suite compares it.
+    suite_comparison = conformance._assert_trees_close
+
+    def compare_frames_in_unit_scale(a, b, what):
+        if isinstance(a, dict) and "decoded" in a:
+            a, b = ({k: v / 255.0 if k.endswith("decoded") else v for k, v in tree.items()} for tree in (a, b))
+        suite_comparison(a, b, what)
+
+    monkeypatch.setattr(conformance, "_assert_trees_close", compare_frames_in_unit_scale)
+    check_world_model_conformance(model, episodes, batch_sizes=(3,), sequence_length=4)
+
+
+def test_frame_models_fit_small_batches_and_vector_models_keep_theirs():
+    assert RSSMModel((8, 8, 3), 1, False, TINY, nnx.Rngs(0)).batch_size == 16
+    assert RSSMModel((3,), 1, False, TINY, nnx.Rngs(0)).batch_size == 256
 
 
 def test_states_features_and_decoding_have_the_presets_widths(cartpole_episodes):
