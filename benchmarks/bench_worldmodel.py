@@ -30,7 +30,7 @@ from policies.networks import Actor, NetworkConfig  # noqa: E402
 from tasks.recording import RandomPolicy, record_episodes, reset_seeds  # noqa: E402
 from tasks.registry import get_task  # noqa: E402
 from worldmodel.ensemble import EnsembleConfig, EnsembleModel  # noqa: E402
-from worldmodel.fit import FitConfig, fit_world_model  # noqa: E402
+from worldmodel.fit import FitConfig, fit_settings, fit_world_model  # noqa: E402
 
 HORIZON = 15
 
@@ -79,7 +79,7 @@ def time_fit(model: EnsembleModel, episodes) -> dict:
     # Training is about three forward passes' work (forward, and two backward matmuls).
     return {
         "updates": result.updates,
-        "batch_per_member": config.batch_size,
+        "batch_per_member": fit_settings(config, model).batch_size,
         "transitions_per_second": transitions_per_second,
         "gflops": transitions_per_second * 3 * member_flops(model) / 1e9,
     }

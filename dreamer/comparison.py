@@ -32,6 +32,7 @@ import numpy as np
 
 from dreamer.actor_critic import DreamConfig
 from dreamer.behaviour import saved_behaviour
+from dreamer.config import build_config, with_presets
 from dreamer.heldout import check_replayable, evaluate_on_heldout
 from dreamer.offline import dream_offline
 from dreamer.online import RunConfig, run_online
@@ -246,9 +247,11 @@ def _heldout_set(config: CompareConfig, task: Task, out: Path):
 
 
 def _dream_run(config: CompareConfig, seed: int, run_dir: Path) -> dict:
-    run_config = RunConfig(task=config.task, env_kwargs=config.env_kwargs, out=str(run_dir), model=config.model,
-                           real_steps=config.dream_budget, eval_episodes=config.eval_episodes,
-                           eval_every=config.eval_every, seed=seed)
+    # The dream arm runs as `dreamer run --model MODEL` would, with that model's presets.
+    given = {"task": config.task, "env_kwargs": config.env_kwargs, "out": str(run_dir), "model": config.model,
+             "real_steps": config.dream_budget, "eval_episodes": config.eval_episodes,
+             "eval_every": config.eval_every, "seed": seed}
+    run_config = build_config(RunConfig, with_presets(RunConfig, given), {}, source="dreamer compare")
     summary = _finished(run_dir, run_config)
     if summary is None:
         resume = (run_dir / CONFIG_FILE).exists()

@@ -6,6 +6,10 @@ field that is itself a config nests: ``ensemble.members`` is ``--ensemble.member
 the command line and ``ensemble: {members: 5}`` in YAML. A YAML file given with
 ``--config`` may set any field; flags on the command line win over it.
 
+A config class may name presets that one of its fields selects (``presets = {"model":
+{"rssm": {...}}}``: other defaults for ``--model rssm``); they lie between the class's
+defaults and the YAML file (`with_presets`).
+
 Flags and YAML values go through one path: `tasks.config.coerce` gives each value its
 field's type (YAML's number forms such as ``1e-3`` included), then the config is built,
 which checks choices, bounds and the rules that join fields. Nothing is written to disk
@@ -69,7 +73,29 @@ def config_from_args(config_cls: type, args: argparse.Namespace, config_file: st
     """Build ``config_cls`` from its defaults, then the YAML file, then the flags given."""
     values = load_yaml_fields(config_file, config_cls) if config_file else {}
     given = {name: value for name, value in vars(args).items() if not name.startswith("_")}
-    return build_config(config_cls, values, given, source=config_file or "command line")
+    return build_config(config_cls, with_presets(config_cls, values, given), given,
+                        source=config_file or "command line")
+
+
+def with_presets(config_cls: type, values: dict[str, Any], flags: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Nested ``values`` laid over the presets that ``config_cls.presets`` holds for the
+    value its selecting fields take (from ``flags``, else ``values``, else the default)."""
+    merged: dict[str, Any] = {}
+    fields = {field.name: field for field in dataclasses.fields(config_cls)}
+    for name, presets in getattr(config_cls, "presets", {}).items():
+        chosen = (flags or {}).get(name, values.get(name, _default(fields[name])))
+        merged = _deep_merge(merged, presets.get(chosen, {}))
+    return _deep_merge(merged, values)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if value is None and isinstance(merged.get(key), dict):
+            continue  # an empty section in YAML (``fit:``) sets nothing
+        both_sections = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _deep_merge(merged[key], value) if both_sections else value
+    return merged
 
 
 def build_config(config_cls: type, values: dict[str, Any], flags: dict[str, Any], source: str, prefix: str = ""):

@@ -68,7 +68,9 @@ class EnsembleModel(nnx.Module):
     """The ensemble world model; its state is the observation itself, ``[B, *obs_shape]``."""
 
     kind = "ensemble"
-    sequence_length = 1  # steps per training window: a one-step model learns from transitions
+    # `worldmodel.fit`'s settings where FitConfig leaves them None: a one-step model learns
+    # from single transitions, many per member per update.
+    fit_defaults = {"batch_size": 256, "sequence_length": 1, "learning_rate": 1e-3, "max_updates": 20000}
     context_length = 0  # real steps to filter before a rollout: none, the state is the observation
 
     def __init__(

@@ -40,25 +40,24 @@ class FitConfig:
     """How a world model is fitted.
 
     Attributes:
-        batch_size: transitions per ensemble member (or sequences) per update; None:
-            the model's own (``model.batch_size``: 256, but 16 for an RSSM reading
-            camera frames, whose every sequence is 33 frames through convolutions).
-        sequence_length: steps per training window; None: the model's own
-            (``model.sequence_length``: 1 for the ensemble, 32 for the RSSM).
+        batch_size: transitions per ensemble member (or sequences) per update.
+        sequence_length: steps per training window.
         learning_rate: Adam step size.
         weight_decay: decoupled weight decay on kernels.
         updates_per_call: updates fused into one jitted call; validation runs between calls.
-        max_updates: stop after this many updates even if validation still improves;
-            None: the model's own (``model.max_updates``: 20000, but fewer for an RSSM
-            reading camera frames, sized to finish on two CPU cores in under 30 minutes).
+        max_updates: stop after this many updates even if validation still improves.
         patience: stop after this many validations without a relative improvement of
             ``min_improvement``.
         min_improvement: the relative drop in validation loss that counts as progress.
+
+    A setting left None is the model's own (``model.fit_defaults``, `fit_settings`): the
+    ensemble learns from 256 one-step transitions per member at 1e-3, the RSSM from 16
+    windows of 32 steps at 3e-4, with fewer updates when it reads camera frames.
     """
 
     batch_size: int | None = option(None, min=1)
     sequence_length: int | None = option(None, min=1)
-    learning_rate: float = option(1e-3, min=0)
+    learning_rate: float | None = option(None, min=0)
     weight_decay: float = option(1e-5, min=0)
     updates_per_call: int = option(250, min=1)
     max_updates: int | None = option(None, min=1)
@@ -66,9 +65,15 @@ class FitConfig:
     min_improvement: float = option(0.01, min=0)
 
 
-# For models that name no batch size or update count of their own.
-DEFAULT_BATCH_SIZE = 256
-DEFAULT_MAX_UPDATES = 20000
+# For a model that names no settings of its own (``fit_defaults``): the ensemble's.
+FALLBACK_SETTINGS = {"batch_size": 256, "sequence_length": 1, "learning_rate": 1e-3, "max_updates": 20000}
+
+
+def fit_settings(config: FitConfig, model: nnx.Module) -> FitConfig:
+    """``config`` with every setting it leaves None taken from ``model.fit_defaults``
+    (a mapping of `FitConfig` fields), or else from `FALLBACK_SETTINGS`."""
+    own = {**FALLBACK_SETTINGS, **getattr(model, "fit_defaults", {})}
+    return dataclasses.replace(config, **{name: value for name, value in own.items() if getattr(config, name) is None})
 
 
 class FitDiverged(RunFailed):
@@ -133,19 +138,14 @@ def fit_world_model(
     if hasattr(model, "fit_statistics"):
         model.fit_statistics(train)
     members = getattr(getattr(model, "config", None), "members", 1)
-    config = dataclasses.replace(
-        config,
-        batch_size=config.batch_size or getattr(model, "batch_size", DEFAULT_BATCH_SIZE),
-        max_updates=config.max_updates or getattr(model, "max_updates", DEFAULT_MAX_UPDATES),
-    )
+    config = fit_settings(config, model)
     mesh = mesh or data_mesh()
     shards = shards or mesh.shape[HOST_AXIS]
     check_batch_divides(mesh, config.batch_size * members,
                         "--fit.batch-size" + (" x --ensemble.members" if members > 1 else ""), shards)
     data = sharded_sequence_data(train, shards, mesh)
-    length = config.sequence_length or getattr(model, "sequence_length", 1)
-    config = dataclasses.replace(config, sequence_length=length)
-    validation_batch = replicate(window_batch(validation if validation is not None else train, length), mesh)
+    validation_batch = replicate(window_batch(validation if validation is not None else train,
+                                              config.sequence_length), mesh)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     # Replicas that differed would train different models without a word: every process
     # starts from process 0's weights and normalisers.

@@ -201,3 +201,23 @@ def test_help_shows_the_defaults_a_command_sets_for_a_nested_section(capsys):
     assert "--ensemble.hidden-size HIDDEN_SIZE (default: 128)" in help_text
     assert EnsembleConfig().hidden_size != 128
     assert "--fit.max-updates MAX_UPDATES (default: 2000)" in help_text
+
+
+def test_a_models_presets_lie_between_the_defaults_and_yaml_and_flags(tmp_path):
+    from dreamer.config import build_config, load_yaml_fields, with_presets
+
+    def built(yaml_text: str, flags: dict) -> RunConfig:
+        config_file = tmp_path / "run.yaml"
+        config_file.write_text("task: cartpole\nout: r\n" + yaml_text)
+        values = load_yaml_fields(config_file, RunConfig)
+        return build_config(RunConfig, with_presets(RunConfig, values, flags), flags, str(config_file))
+
+    ensemble = built("", {})
+    assert (ensemble.steps_per_round, ensemble.fit.max_updates, ensemble.dream.gamma) == (200, 1000, 0.99)
+    rssm = built("", {"model": "rssm"})
+    assert (rssm.steps_per_round, rssm.dream_updates, rssm.fit.max_updates) == (500, 2000, 500)
+    assert (rssm.dream.gamma, rssm.dream.entropy) == (0.997, 1e-3)
+    assert rssm.fit.patience == ensemble.fit.patience  # the section's settings the preset leaves alone
+    from_yaml = built("model: rssm\nfit:\n  max_updates: 80\ndream:\n", {"dream.gamma": "0.9"})
+    assert (from_yaml.steps_per_round, from_yaml.fit.max_updates, from_yaml.dream.gamma) == (500, 80, 0.9)
+    assert from_yaml.dream.entropy == 1e-3  # an empty section in YAML keeps the preset's

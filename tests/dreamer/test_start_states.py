@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from dreamer.start_states import capacities, filtered_starts, start_states
 from tasks.registry import get_task

@@ -22,6 +22,8 @@ from tasks.traces import write_traces
 from tasks.sampler import SequenceBatch, sample_sequences, sequence_data
 from tests.worldmodel import conformance
 from tests.worldmodel.conformance import check_world_model_conformance, real_transitions
+from worldmodel.ensemble import EnsembleConfig, EnsembleModel
+from worldmodel.fit import FitConfig, fit_settings
 from worldmodel.saving import load
 from worldmodel.rssm import (
     SIZE_PRESETS,
@@ -127,9 +129,17 @@ def test_the_rssm_conforms_to_the_world_model_interface_on_camera_frames(monkeyp
     check_world_model_conformance(model, episodes, batch_sizes=(3,), sequence_length=4)
 
 
-def test_frame_models_fit_small_batches_and_vector_models_keep_theirs():
-    assert RSSMModel((8, 8, 3), 1, False, TINY, nnx.Rngs(0)).batch_size == 16
-    assert RSSMModel((3,), 1, False, TINY, nnx.Rngs(0)).batch_size == 256
+def test_fit_settings_left_unset_are_the_models_own_and_set_ones_win():
+    frames, vectors = (RSSMModel(shape, 1, False, TINY, nnx.Rngs(0)) for shape in ((8, 8, 3), (3,)))
+    for model in (frames, vectors):
+        settings = fit_settings(FitConfig(), model)
+        assert (settings.batch_size, settings.sequence_length, settings.learning_rate) == (16, 32, 3e-4)
+    assert fit_settings(FitConfig(), frames).max_updates < fit_settings(FitConfig(), vectors).max_updates
+    ensemble = EnsembleModel((3,), 1, False, EnsembleConfig(), nnx.Rngs(0))
+    settings = fit_settings(FitConfig(), ensemble)
+    assert (settings.batch_size, settings.sequence_length, settings.learning_rate) == (256, 1, 1e-3)
+    chosen = FitConfig(batch_size=8, sequence_length=4, learning_rate=1e-2, max_updates=7)
+    assert fit_settings(chosen, frames) == chosen
 
 
 def test_states_features_and_decoding_have_the_presets_widths(cartpole_episodes):
