@@ -1,12 +1,13 @@
 """Speed of the recurrent latent model (RSSM): training and imagination.
 
-    python benchmarks/bench_rssm.py                  # the default preset (small)
-    python benchmarks/bench_rssm.py --size tiny      # one JSON object each
+    python benchmarks/bench_rssm.py                  # the default preset (tiny), Pendulum's vectors
+    python benchmarks/bench_rssm.py --size small     # one JSON object each
+    python benchmarks/bench_rssm.py --task pendulum-pixels   # 64 x 64 camera frames
 
 Training is one jitted Adam update of the full objective (filtering 64 steps, then the
 reconstruction, reward, continue and KL losses) on a batch of 16 sequences of 64 real
-Pendulum steps, drawn on the device as `dreamer fit` draws them, timed in sequences and
-steps per second. Imagination is a 15-step dream from 1024 start states with a 2x64 actor
+Pendulum steps (vectors, or frames with ``--task pendulum-pixels``), drawn on the device
+as `dreamer fit` draws them, timed in sequences and steps per second. Imagination is a 15-step dream from 1024 start states with a 2x64 actor
 choosing each action from the latent features, timed in latent transitions per second
 (the GRU step, the prior heads, a draw, and the reward and continue heads per transition).
 The float32 matmul rate of the same run is printed beside them, as in bench_worldmodel.py.
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import optax
 from flax import nnx
 
@@ -60,7 +62,7 @@ def time_training(model, episodes) -> dict:
             "steps_per_second": BATCH * LENGTH / seconds, "seconds_per_update": seconds}
 
 
-def time_imagination(model, actor) -> dict:
+def time_imagination(model, actor, episodes) -> dict:
     model_graph, model_state = nnx.split(model)
     actor_graph, actor_state = nnx.split(actor)
 
@@ -71,7 +73,7 @@ def time_imagination(model, actor) -> dict:
         # Every output is reduced into the result, so none of the work can be skipped.
         return imagined.rewards.sum() + imagined.features.sum() + imagined.continues.sum()
 
-    start_obs = jax.random.normal(jax.random.key(0), (STARTS, *model.observation_shape))
+    start_obs = episodes.observations[np.random.default_rng(0).integers(0, len(episodes.observations), STARTS)]
     seconds = best_seconds(rollout, model_state, actor_state, start_obs, jax.random.key(1))
     return {"start_states": STARTS, "horizon": HORIZON, "latent_transitions_per_second": STARTS * HORIZON / seconds}
 
@@ -79,8 +81,10 @@ def time_imagination(model, actor) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZE_PRESETS), default=RSSMConfig().size, help="size preset")
+    parser.add_argument("--task", choices=["pendulum", "pendulum-pixels"], default="pendulum",
+                        help="Pendulum's state vectors, or its 64 x 64 camera frames")
     args = parser.parse_args()
-    task = get_task("pendulum")
+    task = get_task(args.task)
     episodes = record_episodes(task, RandomPolicy(task.action_space), reset_seeds(0, 20), progress=False)
     model = build_model_for_spaces("rssm", task.observation_space, task.action_space, RSSMConfig(size=args.size))
     model.fit_statistics(episodes)
@@ -88,11 +92,12 @@ def main() -> None:
     actor = Actor(feature_size, task.action_space, NetworkConfig(), nnx.Rngs(1))
     peak_before = matmul_gflops()
     training = time_training(model, episodes)
-    imagination = time_imagination(model, actor)
+    imagination = time_imagination(model, actor, episodes)
     print(json.dumps({
         "machine": machine_info(),
         "backend": jax.default_backend(),
         "matmul_gflops_float32": max(peak_before, matmul_gflops()),
+        "task": args.task,
         "rssm": {"size": args.size, **vars(SIZE_PRESETS[args.size])},
         "training": training,
         "imagination": imagination,

@@ -49,9 +49,9 @@ def build_model(
 
 def build_model_for_spaces(kind: str, observation_space, action_space, config: Any, seed: int = 0) -> nnx.Module:
     """A freshly initialised model of ``kind`` for a task's (or a trace file's) spaces."""
-    if observation_kind(observation_space) == "image":  # the RSSM's convolutional encoder is not built yet
+    if observation_kind(observation_space) == "image" and kind != "rssm":
         raise InputError(f"observations {observation_space}", f"are camera frames; the {kind} models vector "
-                                                               "observations only, for now")
+                                                               "observations only (--model rssm reads frames)")
     discrete = hasattr(action_space, "n")
     action_size = int(action_space.n) if discrete else int(np.prod(action_space.shape))
     start = int(action_space.start) if discrete else 0

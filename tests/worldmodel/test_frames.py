@@ -23,6 +23,7 @@ from flax import nnx
 from PIL import Image
 
 from dreamer.cli import main
+from tasks.errors import InputError
 from tasks.registry import get_task
 from tasks.splits import SplitFractions, fitting_episodes, split_record
 from tasks.sampler import sequence_data
@@ -37,10 +38,11 @@ from worldmodel.conv import (
     frames_to_centred,
 )
 from worldmodel.dream_env import DreamEnv
+from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fidelity import FidelityConfig, fidelity_report
 from worldmodel.fit import FitConfig, fit_world_model
 from worldmodel.rssm import RSSMConfig, RSSMModel
-from worldmodel.saving import load, save_model
+from worldmodel.saving import build_model_for_spaces, load, save_model
 
 PLANT = "gym:dreamer_test_frames:DreamerTestFrames-v0"
 PLANT_SOURCE = '''
@@ -149,6 +151,13 @@ def test_a_frame_model_fits_from_uint8_frames_with_its_own_batch_size(frames_run
     assert result.updates == 2 and math.isfinite(result.validation_loss)
     # 16 sequences of 32 steps per update: the model's own batch size, not the vector default.
     assert result.transitions_per_second * result.wall_seconds == pytest.approx(2 * 16 * 32, rel=1e-6)
+
+
+def test_a_model_for_frames_is_an_rssm_and_the_ensemble_is_refused_in_one_line(frames_task):
+    spaces = (frames_task.observation_space, frames_task.action_space)
+    assert build_model_for_spaces("rssm", *spaces, RSSMConfig(size="tiny")).reads_frames
+    with pytest.raises(InputError, match="--model rssm reads frames"):
+        build_model_for_spaces("ensemble", *spaces, EnsembleConfig())
 
 
 # -- dreamer check -----------------------------------------------------------------------
