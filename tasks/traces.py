@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from minari.dataset.minari_storage import MinariStorage
 from tasks.episodes import NO_POLICY_VERSION, UNKNOWN_SEED, Episode, Episodes
 from tasks.errors import InputError
 from tasks.locks import exclusive_lock
-from tasks.registry import Task, check_spaces_match, get_task, task_for_env_id
+from tasks.registry import Task, check_spaces_match, get_task, observation_kind, task_for_env_id
 from tasks.strict_values import as_booleans, as_reals
 from tasks.validation import check_supported_spaces, validate_episode, validate_episodes
 
@@ -114,6 +115,9 @@ def read_traces(location: str | os.PathLike, task: Task | None = None) -> Traces
     observation_space, action_space = storage.observation_space, storage.action_space
     check_supported_spaces(observation_space, action_space, shown)
     metadata = storage.metadata
+    if metadata.get("jpeg_encoding", False) and observation_kind(observation_space) == "image":
+        # Minari decodes them; what was lost to JPEG is lost to every model and check too.
+        print(f"{shown}: frames stored JPEG-encoded (lossy) are read decoded", file=sys.stderr)
     recorded_task = _recorded_task(metadata)
     if task is not None:
         check_spaces_match(task, observation_space, action_space, shown)

@@ -21,6 +21,7 @@ from tasks.errors import InputError
 from tasks.json_files import read_json_object
 from tasks.module_state import restore_module_state, save_module_state
 from tasks.registry import observation_kind
+from worldmodel.conv import downsampling_stages
 from worldmodel.ensemble import EnsembleConfig, EnsembleModel
 from worldmodel.rssm import RSSMConfig, RSSMModel
 
@@ -49,9 +50,14 @@ def build_model(
 
 def build_model_for_spaces(kind: str, observation_space, action_space, config: Any, seed: int = 0) -> nnx.Module:
     """A freshly initialised model of ``kind`` for a task's (or a trace file's) spaces."""
-    if observation_kind(observation_space) == "image" and kind != "rssm":
-        raise InputError(f"observations {observation_space}", f"are camera frames; the {kind} models vector "
-                                                               "observations only (--model rssm reads frames)")
+    if observation_kind(observation_space) == "image":
+        if kind != "rssm":
+            raise InputError(f"observations {observation_space}", f"are camera frames; the {kind} models vector "
+                                                                   "observations only (--model rssm reads frames)")
+        try:
+            downsampling_stages(observation_space.shape)
+        except ValueError as error:  # foreign frames of a size the convolutions cannot halve
+            raise InputError(f"observations {observation_space}", f"{error}; resize them") from None
     discrete = hasattr(action_space, "n")
     action_size = int(action_space.n) if discrete else int(np.prod(action_space.shape))
     start = int(action_space.start) if discrete else 0

@@ -158,6 +158,27 @@ def test_a_model_for_frames_is_an_rssm_and_the_ensemble_is_refused_in_one_line(f
     assert build_model_for_spaces("rssm", *spaces, RSSMConfig(size="tiny")).reads_frames
     with pytest.raises(InputError, match="--model rssm reads frames"):
         build_model_for_spaces("ensemble", *spaces, EnsembleConfig())
+    for shape, problem in (((9, 9, 3), "do not halve evenly"), ((64, 64), "must be \\[height, width, channels\\]")):
+        foreign = gym.spaces.Box(0, 255, shape, np.uint8)
+        with pytest.raises(InputError, match=problem + ".*resize them"):
+            build_model_for_spaces("rssm", foreign, frames_task.action_space, RSSMConfig(size="tiny"))
+
+
+def test_foreign_jpeg_encoded_frames_are_read_decoded_with_one_notice(capfd, monkeypatch, tmp_path, frames_task,
+                                                                      record_random):
+    import tasks.traces
+
+    # A writer other than ours: Minari's default JPEG encoding of frames.
+    plain_new = tasks.traces.MinariStorage.new
+    monkeypatch.setattr(tasks.traces.MinariStorage, "new",
+                        lambda *args, **kwargs: plain_new(*args, **{**kwargs, "jpeg_encoding": True}))
+    episodes = record_random(PLANT, 1)
+    write_traces(tmp_path / "jpeg", episodes, frames_task)
+    monkeypatch.setattr(tasks.traces.MinariStorage, "new", plain_new)
+    capfd.readouterr()
+    read = read_traces(tmp_path / "jpeg").episodes
+    assert read.observations.shape == episodes.observations.shape and read.observations.dtype == np.uint8
+    assert capfd.readouterr().err.strip().endswith("frames stored JPEG-encoded (lossy) are read decoded")
 
 
 # -- dreamer check -----------------------------------------------------------------------
