@@ -12,19 +12,27 @@ lambda-returns with a slowly updated target critic, and updates:
 Offline, imagined rewards can be penalised by the model's disagreement (MOPO) and a
 dream can be halted where disagreement passes a threshold (MOReL).
 
-`make_dream_trainer` returns pure functions: ``init(key) -> DreamState`` and
+`make_dream_trainer` returns pure functions: ``init() -> DreamState`` and
 ``train(state, world_model_state, starts, key) -> (state, metrics)``, where one jitted
 ``train`` call runs ``updates_per_call`` updates in a `lax.scan`.
+
+Data parallel over a device mesh (`worldmodel.sharding`), as fitting is: each update's
+start states, and so its dreams, are split over the mesh's devices; the networks, their
+optimiser state, the world model and the start buffer are replicated on every device,
+and the compiler reduces the gradients (GSPMD). The same batch is drawn whatever the
+number of devices, so one device and many compute the same updates.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dreamer.imagination import imagine
 from dreamer.start_states import StartStates, filtered_starts
@@ -33,6 +41,7 @@ from dreamer.returns import lambda_returns, normalise_by_scale, trajectory_weigh
 from policies.distributions import categorical_entropy
 from policies.networks import Actor, Critic, NetworkConfig
 from tasks.config import config, option
+from worldmodel.sharding import check_batch_divides, data_mesh, replicate, split_batch
 
 
 @config
@@ -98,17 +107,45 @@ class DreamState(NamedTuple):
     updates: jax.Array
 
 
+def dream_mesh(devices: int | None, config: DreamConfig) -> Mesh:
+    """The mesh a dream trainer splits its batches over: the first ``devices`` local
+    devices (None: all). Commands call it before they write anything.
+
+    Raises:
+        InputError: more devices are asked for than exist, or they cannot share
+            ``config.batch_size`` equally.
+    """
+    mesh = data_mesh(devices)
+    check_batch_divides(mesh, config.batch_size, "--dream.batch-size")
+    return mesh
+
+
 def make_networks(feature_size: int, action_space, config: DreamConfig, seed: int) -> tuple[Actor, Critic]:
     rngs = nnx.Rngs(seed)
     return Actor(feature_size, action_space, config.network, rngs), Critic(feature_size, config.network, rngs)
 
 
-def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: DreamConfig, context: int = 0):
+def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: DreamConfig, context: int = 0,
+                       mesh: Mesh | None = None):
     """Pure ``init`` and jitted ``train`` functions for the given network shapes.
 
-    ``context`` is how many real steps the model filters before each dream start (its
-    ``context_length``: 0 for the ensemble).
+    Args:
+        world_model_graph: the world model's graph (`nnx.graphdef`).
+        actor: the actor whose shape and initial weights the trainer starts from.
+        critic: the critic, likewise.
+        config: dream settings.
+        context: how many real steps the model filters before each dream start (its
+            ``context_length``: 0 for the ensemble).
+        mesh: devices each update's start states are split over (`worldmodel.sharding`);
+            None: all local devices. ``init`` returns a state replicated over it; the
+            world model's state and the start states given to ``train`` must be
+            replicated over it too (`worldmodel.sharding.replicate`), or not yet placed.
+
+    Raises:
+        InputError: the mesh's devices cannot share ``config.batch_size`` equally.
     """
+    mesh = mesh or data_mesh()
+    check_batch_divides(mesh, config.batch_size, "--dream.batch-size")
     actor_graph, actor_state = nnx.split(actor)
     critic_graph, critic_state = nnx.split(critic)
     actor_optimizer = optax.chain(optax.clip_by_global_norm(100.0), optax.adam(config.actor_learning_rate))
@@ -121,7 +158,7 @@ def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: 
     def init() -> DreamState:
         actor_params = nnx.state(nnx.merge(actor_graph, actor_state), nnx.Param)
         critic_params = nnx.state(nnx.merge(critic_graph, critic_state), nnx.Param)
-        return DreamState(
+        return replicate(DreamState(
             actor=actor_state,
             critic=critic_state,
             target_critic=critic_state,
@@ -129,12 +166,14 @@ def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: 
             critic_opt=critic_optimizer.init(critic_params),
             return_scale=jnp.zeros(()),
             updates=jnp.zeros((), dtype=jnp.int32),
-        )
+        ), mesh)
 
     def imagine_from(actor_module, world_model, starts: StartStates, key):
         start_key, dream_key = jax.random.split(key)
-        index = jax.random.randint(start_key, (config.batch_size,), 0, starts.count)
-        first = filtered_starts(world_model, starts, index, context)
+        # The indices one device would draw, each device keeping its slice of them: its
+        # share of the starts, filtered and dreamed on that device alone.
+        index = split_batch(jax.random.randint(start_key, (config.batch_size,), 0, starts.count), mesh)
+        first = split_batch(filtered_starts(world_model, starts, index, context), mesh)
 
         def policy(features, policy_key):
             action, log_prob = actor_module.sample(features, policy_key)
@@ -215,7 +254,8 @@ def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: 
         }
         return (new_state, world_model_state, starts), metrics
 
-    @jax.jit
+    # Outputs replicated: the next call, checkpoints and the actor read them whole.
+    @functools.partial(jax.jit, out_shardings=NamedSharding(mesh, PartitionSpec()))
     def train(state: DreamState, world_model_state, starts: StartStates, key):
         keys = jax.random.split(key, config.updates_per_call)
         (state, _, _), metrics = jax.lax.scan(update, (state, world_model_state, starts), keys)

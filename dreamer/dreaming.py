@@ -3,7 +3,9 @@
 `PolicyInDreams` owns the actor, the critic and their optimiser state, and trains them
 with jitted calls of many fused updates (see `dreamer.actor_critic`). The world model
 is passed to every call as state, so a refitted model of the same shape is used without
-recompiling, and start states sit in a padded buffer that only grows by doubling.
+recompiling, and start states sit in a padded buffer that only grows by doubling. Each
+update's batch is split over a device mesh; the state, the start buffer and the model
+are replicated on every device of it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.sharding import Mesh
 from tqdm import tqdm
 
 from dreamer.actor_critic import DreamConfig, DreamState, make_dream_trainer, make_networks
@@ -23,6 +26,7 @@ from dreamer.start_states import StartStates, capacities, filtered_starts, start
 from policies.networks import Actor
 from tasks.episodes import Episodes
 from tasks.registry import Task
+from worldmodel.sharding import data_mesh, host_local, replicate
 
 
 class PolicyInDreams:
@@ -35,19 +39,25 @@ class PolicyInDreams:
             the model's states there give the networks' input statistics.
         config: dream settings.
         seed: seed of the networks' initial weights.
+        mesh: devices each update's batch is split over (`dreamer.actor_critic.dream_mesh`);
+            None: all local devices.
     """
 
-    def __init__(self, world_model: nnx.Module, task: Task, episodes: Episodes, config: DreamConfig, seed: int):
+    def __init__(self, world_model: nnx.Module, task: Task, episodes: Episodes, config: DreamConfig, seed: int,
+                 mesh: Mesh | None = None):
         self.config = config
         self.task = task
+        self.mesh = mesh or data_mesh()
         self.context = getattr(world_model, "context_length", 0)
-        self.starts = start_states(episodes)
-        features = start_features(world_model, self.starts, self.context)
+        starts = start_states(episodes)
+        features = start_features(world_model, starts, self.context)
+        self.starts = replicate(starts, self.mesh)
         actor, critic = make_networks(features.shape[-1], task.action_space, config, seed)
         actor.input_norm.fit(features)
         critic.input_norm.fit(features)
         self._actor_graph = nnx.graphdef(actor)
-        self._init, self._train = make_dream_trainer(nnx.graphdef(world_model), actor, critic, config, self.context)
+        self._init, self._train = make_dream_trainer(nnx.graphdef(world_model), actor, critic, config, self.context,
+                                                     self.mesh)
         self.state: DreamState = self._init()
 
     def set_start_episodes(self, episodes: Episodes) -> None:
@@ -57,7 +67,7 @@ class PolicyInDreams:
         # Keep the capacities unless the data outgrew them, so the jitted call is reused.
         if all(a <= b for a, b in zip(capacities(new), held)):
             new = start_states(episodes, held)
-        self.starts = new
+        self.starts = replicate(new, self.mesh)
 
     def train(self, world_model: nnx.Module, updates: int, key: jax.Array, log=None, progress: bool = True) -> dict:
         """Run ``updates`` updates (rounded up to whole calls); returns the last call's metrics.
@@ -69,7 +79,8 @@ class PolicyInDreams:
             log: called as ``log(updates_done, metrics)`` after each call.
             progress: show a progress bar on stderr.
         """
-        world_model_state = nnx.state(world_model)
+        # A no-op for a model fitted on the same mesh; a copy for one loaded or fitted elsewhere.
+        world_model_state = replicate(nnx.state(world_model), self.mesh)
         calls = -(-updates // self.config.updates_per_call)
         metrics: dict = {}
         bar = tqdm(total=calls * self.config.updates_per_call, unit="upd", desc="dream", disable=not progress,
@@ -86,10 +97,17 @@ class PolicyInDreams:
             bar.close()
         return metrics
 
+    def compiled_call(self, world_model: nnx.Module) -> jax.stages.Compiled:
+        """One training call as `train` runs it, compiled: its cost analysis and program
+        show how the work is shared out over the mesh's devices."""
+        arguments = (self.state, replicate(nnx.state(world_model), self.mesh), self.starts, jax.random.key(0))
+        return self._train.lower(*arguments).compile()
+
     @property
     def actor(self) -> Actor:
-        """The current actor, as a module of its own (a copy of the trained state)."""
-        return nnx.merge(self._actor_graph, self.state.actor)
+        """The current actor, as a module of its own (a copy of the trained state, on the
+        mesh's devices of this process)."""
+        return nnx.merge(self._actor_graph, host_local(self.state.actor))
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -100,7 +118,7 @@ class PolicyInDreams:
         return ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state))
 
     def restore(self, state: DreamState) -> None:
-        self.state = DreamState(*state) if not isinstance(state, DreamState) else state
+        self.state = replicate(DreamState(*state), self.mesh)
 
 
 START_BLOCK = 4096  # starts filtered per call when computing input statistics

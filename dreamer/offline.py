@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.sharding import Mesh
 
 from dreamer.actor_critic import DreamConfig
 from dreamer.dream_losses import lowest_halt_reward
@@ -41,7 +42,7 @@ def halting(world_model: nnx.Module, train: Episodes, multiple: float, uncertain
 
 def dream_offline(world_model: nnx.Module, task: Task, train: Episodes, config: DreamConfig, updates: int,
                   seed: int, halt_multiple: float = 2.0, run: RunDirectory | None = None, resume: bool = False,
-                  progress: bool = False) -> tuple[PolicyInDreams, dict]:
+                  progress: bool = False, mesh: Mesh | None = None) -> tuple[PolicyInDreams, dict]:
     """Train a policy for ``updates`` updates in ``world_model``'s dreams from ``train``'s states.
 
     Args:
@@ -55,6 +56,8 @@ def dream_offline(world_model: nnx.Module, task: Task, train: Episodes, config: 
         run: where metrics and checkpoints go (None keeps nothing on disk).
         resume: continue from the run's last checkpoint.
         progress: show a progress bar on stderr.
+        mesh: devices each update's batch is split over (`dreamer.actor_critic.dream_mesh`);
+            None: all local devices.
 
     Returns:
         The trained policy, and ``{"updates", "halt_threshold", "halt_reward",
@@ -64,7 +67,7 @@ def dream_offline(world_model: nnx.Module, task: Task, train: Episodes, config: 
     if config.halt_reward is not None:  # set by the user: kept
         halt_reward = config.halt_reward
     config = dataclasses.replace(config, halt_threshold=halt_threshold, halt_reward=halt_reward)
-    policy = PolicyInDreams(world_model, task, train, config, seed)
+    policy = PolicyInDreams(world_model, task, train, config, seed, mesh)
     manager = run.checkpoint_manager("dream") if run is not None else None
     if resume and manager is not None:
         if manager.latest_step() is not None:

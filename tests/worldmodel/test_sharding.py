@@ -1,6 +1,8 @@
-"""Data parallel fitting: on 8 simulated CPU devices, a fit splits each batch over all of
-them and ends where the same fit on one device ends, also when the devices are laid out
-as two hosts that each draw their share of every batch from their own episode shard.
+"""Data parallel fitting and dreaming: on 8 simulated CPU devices, a fit splits each batch
+over all of them and ends where the same fit on one device ends, also when the devices are
+laid out as two hosts that each draw their share of every batch from their own episode
+shard; the dream trainer splits each update's start states over them and ends where one
+device ends.
 
 XLA fixes the number of CPU devices when JAX starts, so the 8-device runs happen in a
 subprocess that sets ``XLA_FLAGS`` first. On a 2-core machine 8 devices are slower than
@@ -68,12 +70,46 @@ EIGHT_DEVICES = textwrap.dedent("""
         result[f"agree_after_{updates}"] = all(np.allclose(b, a, rtol=rtol, atol=1e-6) for a, b in zip(fitted[1], fitted[8]))
         result[f"largest_difference_after_{updates}"] = max(float(np.abs(a - b).max()) for a, b in zip(fitted[1], fitted[8]))
         result[f"largest_change_by_the_fit_{updates}"] = max(float(np.abs(a - b).max()) for a, b in zip(fitted[1], initial))
+
+    # The dream trainer, in the last fitted model, as `dreamer dream` runs it (penalty and
+    # halting on): the same start and the same draws on 1 device and on 8.
+    from dreamer.actor_critic import DreamConfig, dream_mesh
+    from dreamer.dreaming import PolicyInDreams
+    from dreamer.offline import halting
+    from policies.networks import NetworkConfig
+    try:
+        dream_mesh(8, DreamConfig(batch_size=12))
+    except InputError as error:
+        result["dream_refused"] = str(error)
+    threshold, halt_reward = halting(model, episodes, 2.0, 1.0)
+    dream = DreamConfig(batch_size=16, horizon=5, updates_per_call=1, uncertainty_penalty=1.0,
+                        halt_threshold=threshold, halt_reward=halt_reward,
+                        network=NetworkConfig(hidden_size=32, hidden_layers=1))
+    weights = lambda state: [np.asarray(leaf) for leaf in jax.tree.leaves((state.actor, state.critic))]
+    dreamed, flops = {}, {}
+    for devices in (1, 8):
+        policy = PolicyInDreams(model, task, episodes, dream, seed=0, mesh=dream_mesh(devices, dream))
+        initial = weights(policy.state)
+        policy.train(model, 1, jax.random.key(4), progress=False)
+        after_1 = weights(policy.state)
+        policy.train(model, 9, jax.random.key(5), progress=False)
+        dreamed[devices] = {0: initial, 1: after_1, 10: weights(policy.state)}
+        # Work per device of one update: an eighth (and the replicated updates of the
+        # small networks) when the batch is split, all of it when it is not.
+        flops[devices] = policy.compiled_call(model).cost_analysis()["flops"]
+        result["dream_state_on"] = len(jax.tree.leaves(policy.state)[0].sharding.device_set)
+    result["dream_flops_per_device_ratio"] = flops[8] / flops[1]
+    for updates, rtol in ((1, 1e-5), (10, 1e-4)):
+        one, eight = dreamed[1][updates], dreamed[8][updates]
+        result[f"dream_agree_after_{updates}"] = all(np.allclose(b, a, rtol=rtol, atol=1e-6) for a, b in zip(one, eight))
+        result[f"dream_largest_difference_after_{updates}"] = max(float(np.abs(a - b).max()) for a, b in zip(one, eight))
+        result[f"dream_largest_change_{updates}"] = max(float(np.abs(a - b).max()) for a, b in zip(one, dreamed[1][0]))
     print(json.dumps(result))
 """)
 
 
 @pytest.fixture(scope="module")
-def eight_device_fit() -> dict:
+def eight_devices() -> dict:
     environment = {**os.environ, "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", EIGHT_DEVICES], capture_output=True, text=True, timeout=600,
                           env=environment)
@@ -81,13 +117,24 @@ def eight_device_fit() -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_a_fit_on_eight_devices_splits_its_batches_and_matches_one_device(eight_device_fit):
+def test_a_fit_on_eight_devices_splits_its_batches_and_matches_one_device(eight_devices):
     """After 1 update on one host of 8 devices, and after 10 on two simulated hosts of 4."""
-    assert eight_device_fit["devices"] == 8 and eight_device_fit["batch_split_over"] == 8
-    assert eight_device_fit["two_host_mesh"] == {"hosts": 2, "data": 4}
-    assert "a batch of 12 cannot be split evenly over 8 devices" in eight_device_fit["refused"]
-    assert eight_device_fit["agree_after_1"] and eight_device_fit["agree_after_10"], eight_device_fit
-    assert eight_device_fit["largest_change_by_the_fit_1"] > 1e-4  # the agreement is not that of untouched weights
+    assert eight_devices["devices"] == 8 and eight_devices["batch_split_over"] == 8
+    assert eight_devices["two_host_mesh"] == {"hosts": 2, "data": 4}
+    assert "a batch of 12 cannot be split evenly over 8 devices" in eight_devices["refused"]
+    assert eight_devices["agree_after_1"] and eight_devices["agree_after_10"], eight_devices
+    assert eight_devices["largest_change_by_the_fit_1"] > 1e-4  # the agreement is not that of untouched weights
+
+
+def test_dreams_on_eight_devices_split_their_batches_and_match_one_device(eight_devices):
+    """The actor and critic after 1 and after 10 dream updates, from the same start states."""
+    assert eight_devices["dream_state_on"] == 8  # networks and optimiser state replicated on all 8
+    assert eight_devices["dream_flops_per_device_ratio"] < 0.25, eight_devices  # each device dreams its share
+    assert eight_devices["dream_agree_after_1"] and eight_devices["dream_agree_after_10"], eight_devices
+    assert eight_devices["dream_largest_change_1"] > 1e-4
+    refused = eight_devices["dream_refused"]
+    assert "--dream.batch-size" in refused and "a batch of 12 cannot be split evenly over 8 devices" in refused
+    assert len(refused.splitlines()) == 1
 
 
 def test_each_shard_draws_its_share_of_the_batch_with_its_own_key_interleaved(pendulum_episodes):
@@ -135,3 +182,4 @@ def test_fit_refuses_a_batch_its_devices_cannot_share(tmp_path):
     assert done.returncode == 2 and "cannot be split evenly over 3 devices" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # nothing left behind
+
