@@ -55,6 +55,7 @@ from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fidelity import FidelityConfig, fidelity_report
 from worldmodel.fit import FitConfig, fit_world_model
 from worldmodel.saving import build_model_for_spaces, load, save_model
+from worldmodel.sharding import DEVICES_HELP, data_mesh
 
 # Real-step budgets per task: the dream arm's, and the real arm's (at least ten times as
 # many, enough for the baseline to cross the threshold).
@@ -97,6 +98,7 @@ class CompareConfig:
     offline: OfflineArmConfig = option(OfflineArmConfig(), help="the offline arm's settings")
     eval_episodes: int = option(10, min=1, help="evaluation episodes on fresh seeds, for every arm")
     eval_every: int = option(DEFAULT_EVAL_EVERY, min=1, help="the evaluation grid's spacing in real steps, for every arm")
+    devices: int | None = option(None, min=1, help=DEVICES_HELP + "; for the dream arms' fits and dreams")
     seed: int = option(0, help="first seed")
 
     @property
@@ -119,6 +121,7 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
         raise InputError("--real-steps", f"the real-trained arm needs at least {MIN_BUDGET_RATIO}x the dream arm's "
                                          f"{config.dream_budget} real steps, got {config.real_budget}")
     algo = chosen_algorithm(task, config.algo)
+    data_mesh(config.devices)  # more devices than exist stop the comparison before any arm runs
     if config.offline_traces:  # read now, so a bad file stops the comparison before any arm runs
         read_traces(config.offline_traces, task=task)
     commit, dirty = source_commit()  # the code as it was when the runs started
@@ -250,7 +253,7 @@ def _dream_run(config: CompareConfig, seed: int, run_dir: Path) -> dict:
     # The dream arm runs as `dreamer run --model MODEL` would, with that model's presets.
     given = {"task": config.task, "env_kwargs": config.env_kwargs, "out": str(run_dir), "model": config.model,
              "real_steps": config.dream_budget, "eval_episodes": config.eval_episodes,
-             "eval_every": config.eval_every, "seed": seed}
+             "eval_every": config.eval_every, "devices": config.devices, "seed": seed}
     run_config = build_config(RunConfig, with_presets(RunConfig, given), {}, source="dreamer compare")
     summary = _finished(run_dir, run_config)
     if summary is None:
@@ -301,10 +304,12 @@ def _offline_run(config: CompareConfig, task: Task, seed: int, run_dir: Path) ->
             model = build_model_for_spaces("ensemble", task.observation_space, task.action_space,
                                            config.offline.ensemble, seed=seed)
             # No checkpoints: a cut-short offline run stays pending, and starts over.
-            fit_world_model(model, train, validation, config.offline.fit, seed=seed, progress=False)
+            mesh = data_mesh(config.devices)
+            fit_world_model(model, train, validation, config.offline.fit, seed=seed, progress=False, mesh=mesh)
             provenance = {"traces": str(Path(config.offline_traces).absolute()), "split": split_record(0, SplitFractions())}
             save_model(run_dir, model, {**task.record(), **provenance})
-            policy, _ = dream_offline(model, task, train, config.offline.dream, config.offline.updates, seed)
+            policy, _ = dream_offline(model, task, train, config.offline.dream, config.offline.updates, seed,
+                                      mesh=mesh)
             save_policy(run_dir, policy.actor, task, {"trained_by": "dreamer compare (offline arm)", **provenance})
             summary = _fixed_file_summary(config, task, policy.actor, traces.episodes.num_steps, seed, started)
             run.write_summary(summary)
@@ -359,7 +364,11 @@ def _finished(run_dir: Path, run_config) -> dict | None:
         return None
     saved = read_run_config(run_dir)
     wanted = config_to_dict(run_config)
-    if {k: v for k, v in saved.items() if k != "resume"} != {k: v for k, v in wanted.items() if k != "resume"}:
+    # How a run was made, not what it is: a resumed run is the same run, and its devices
+    # are not even in its config.yaml.
+    per_call = {"resume", "devices"}
+    if ({k: v for k, v in saved.items() if k not in per_call}
+            != {k: v for k, v in wanted.items() if k not in per_call}):
         raise InputError(run_dir, "holds a finished run with other settings; choose another --out")
     _say(f"reusing the finished run in {run_dir}")
     return read_json_object(summary_path, {"real_steps": int, "evaluations": list}, "a run summary")

@@ -45,7 +45,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from dreamer.actor_critic import DreamConfig
+from dreamer.actor_critic import DreamConfig, dream_mesh
 from dreamer.heldout import dream_returns
 from dreamer.learning_report import plot_rounds
 from dreamer.rounds import learn_round, learner_checkpoint, restore_learner
@@ -73,8 +73,10 @@ from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fidelity import observation_scale, one_step_errors, open_loop_squared_errors
 from worldmodel.fit import FitConfig
 from worldmodel.saving import save_model
+from worldmodel.sharding import DEVICES_HELP
 
-PER_CALL_FIELDS = ("run", "traces", "rollback")  # where the run is and one call's input: not its settings (a run may move)
+# Where the run is, one call's input and the devices it runs on: not its settings (a run may move).
+PER_CALL_FIELDS = ("run", "traces", "rollback", "devices")
 ERROR_HORIZON = 15  # open-loop steps at which held-out model error is measured
 FORGETTING_FACTOR = 1.1  # an old round's held-out error above this times its first measurement
 WORLD_CHANGED_FACTOR = 2.0  # new-batch error above this times the old held-out error
@@ -111,6 +113,7 @@ class LearnConfig:
                                "knew, and moving differently even from states it knew), fit and dream only on "
                                "episodes from that round on ('new-world-only': old episodes describe a world that "
                                "is gone), or go on with all of them")
+    devices: int | None = option(None, min=1, help=DEVICES_HELP)
     seed: int = option(0, help="seed of the networks, the dreams and the evaluation seeds")
 
     def __post_init__(self):
@@ -134,6 +137,7 @@ def learn(config: LearnConfig, progress: bool | None = None) -> tuple[dict, str]
         return roll_back(run, config)
     progress = sys.stderr.isatty() if progress is None else progress
     started = time.perf_counter()
+    dream_mesh(config.devices, config.dream)  # refuses devices or a batch they cannot split, before the run is touched
     batch = read_traces(config.traces)
     with RunDirectory(run, config, resume=(run / CONFIG_FILE).exists(), per_call=PER_CALL_FIELDS) as run_dir:
         manager = ocp.CheckpointManager(run_dir.checkpoint_path / "learner", options=ocp.CheckpointManagerOptions(

@@ -22,7 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
-from dreamer.actor_critic import DreamConfig
+from dreamer.actor_critic import DreamConfig, dream_mesh
 from dreamer.dreaming import PolicyInDreams
 from dreamer.rounds import learn_round, learner_checkpoint, restore_learner, with_halt_reward
 from policies.filtering import acting_policy
@@ -44,6 +44,7 @@ from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig
 from worldmodel.rssm import RSSMConfig
 from worldmodel.saving import save_model
+from worldmodel.sharding import DEVICES_HELP
 
 
 DEFAULT_RANDOM_STEPS = {"pendulum": 400}
@@ -84,6 +85,7 @@ class RunConfig:
     heldout_fraction: float = option(0.0, min=0, max=1, help="share of episodes kept out of all learning")
     split_seed: int = option(0, help="seed of the episode-content hash that assigns splits")
     resume: bool = option(False, help="continue a killed run in --out from its last round")
+    devices: int | None = option(None, min=1, help=DEVICES_HELP)
     seed: int = option(0, help="seed of everything random in the run")
 
     # Defaults that --model changes (`dreamer.config.with_presets`).
@@ -120,7 +122,9 @@ def run_online(config: RunConfig, progress: bool | None = None) -> dict:
     started = time.perf_counter()
     progress = sys.stderr.isatty() if progress is None else progress
     task = get_task(config.task, config.env_kwargs)
-    with RunDirectory(config.out, config, resume=config.resume) as run:
+    dream_mesh(config.devices, config.dream)  # refuses devices or a batch they cannot split, before --out is made
+    # The devices are where a run goes on, not what it computes: a run may resume on others.
+    with RunDirectory(config.out, config, resume=config.resume, per_call=("devices",)) as run:
         return _run_rounds(config, task, run, started, progress)
 
 

@@ -29,6 +29,7 @@ from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig, FitResult, fit_world_model
 from worldmodel.rssm import RSSMConfig
 from worldmodel.saving import build_model_for_spaces
+from worldmodel.sharding import data_mesh
 
 
 class RoundSettings(Protocol):
@@ -40,6 +41,7 @@ class RoundSettings(Protocol):
     fit: FitConfig
     dream: DreamConfig
     dream_updates: int
+    devices: int | None  # devices the fit and the dreams split their batches over (None: all)
     split_seed: int
     seed: int
 
@@ -95,7 +97,9 @@ def learn_round(settings: RoundSettings, task: Task, episodes: Episodes, model, 
     if model is None:
         model = new_model(settings, task)
     fit_key, dream_key = jax.random.split(key)
-    fit = fit_world_model(model, train, validation, settings.fit, seed=fit_key, progress=False)
+    # The fit and the dreams share the devices, so the model they hand each other stays put.
+    mesh = data_mesh(settings.devices)
+    fit = fit_world_model(model, train, validation, settings.fit, seed=fit_key, progress=False, mesh=mesh)
     if policy is None:
         # Halting comes from the first training data and stays fixed (the trainer compiles it in).
         dream_settings = settings.dream
@@ -104,7 +108,8 @@ def learn_round(settings: RoundSettings, task: Task, episodes: Episodes, model, 
             dream_settings = dataclasses.replace(dream_settings, halt_threshold=threshold)
         halt_reward = lowest_halt_reward(train.rewards, dream_settings.uncertainty_penalty,
                                          dream_settings.halt_threshold)
-        policy = PolicyInDreams(model, task, train, with_halt_reward(dream_settings, halt_reward), settings.seed)
+        policy = PolicyInDreams(model, task, train, with_halt_reward(dream_settings, halt_reward), settings.seed,
+                                mesh)
     policy.set_start_episodes(train)
     dream = policy.train(model, settings.dream_updates, dream_key, progress=progress)
     return Round(model, policy, halt_reward, fit, dream)
@@ -142,7 +147,7 @@ def restore_learner(manager: ocp.CheckpointManager, step: int, task: Task, setti
     ``dream`` must hold the halting values the policy was first built with.
     """
     model = new_model(settings, task)
-    policy = PolicyInDreams(model, task, episodes, dream, settings.seed)
+    policy = PolicyInDreams(model, task, episodes, dream, settings.seed, data_mesh(settings.devices))
     model_state = nnx.state(model)
     restored = manager.restore(step, args=ocp.args.Composite(
         dream=policy.restore_args(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-from dreamer.actor_critic import DreamConfig
+from dreamer.actor_critic import DreamConfig, dream_mesh
 from dreamer.offline import dream_offline
 from policies.filtering import reads_observations
 from policies.saving import save_policy
@@ -21,6 +21,7 @@ from tasks.run_directory import RunDirectory
 from tasks.splits import fitting_episodes, recorded_split, split_record
 from tasks.traces import read_traces
 from worldmodel.saving import load, load_spec, save_model
+from worldmodel.sharding import DEVICES_HELP
 
 
 @config
@@ -34,6 +35,7 @@ class DreamCommandConfig:
     updates: int = option(3000, min=1, help="actor-critic updates")
     split_seed: int | None = option(None, help="split seed (default: the one the model was fitted with)")
     resume: bool = option(False, help="continue a killed run in --out from its last checkpoint")
+    devices: int | None = option(None, min=1, help=DEVICES_HELP)
     seed: int = option(0, help="seed of the networks and of the dreams")
 
     def __post_init__(self):
@@ -43,6 +45,7 @@ class DreamCommandConfig:
 
 def run(config: DreamCommandConfig) -> tuple[dict, str]:
     started = time.perf_counter()
+    mesh = dream_mesh(config.devices, config.dream)
     spec = load_spec(config.world_model)
     model = load(config.world_model)
     task = task_from_record(spec)
@@ -55,10 +58,11 @@ def run(config: DreamCommandConfig) -> tuple[dict, str]:
     train, _ = fitting_episodes(episodes, split_seed, fractions)
     if train is None:
         raise InputError(traces_location, "has no training episodes to start dreams from")
-    with RunDirectory(config.out, config, resume=config.resume) as run_dir:
+    # The devices are where a run goes on, not what it computes: a run may resume on others.
+    with RunDirectory(config.out, config, resume=config.resume, per_call=("devices",)) as run_dir:
         policy, result = dream_offline(model, task, train, config.dream, config.updates, config.seed,
                                        config.halt_multiple, run=run_dir, resume=config.resume,
-                                       progress=sys.stderr.isatty())
+                                       progress=sys.stderr.isatty(), mesh=mesh)
         provenance = {"traces": str(traces_location), "split": split_record(split_seed, fractions)}
         if not reads_observations(model):
             # The policy acts on this model's latent state: it goes with the policy.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
 
 from policies.saving import load_actor
 from tasks.splits import fitting_episodes, recorded_split
@@ -67,3 +69,17 @@ def test_halt_multiple_zero_turns_halting_off(cli, tmp_path, dream_argv, pendulu
     assert summary["halt_threshold"] == 0.0 and summary["real_steps"] == 0
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["halt_threshold"] == 0.0
     assert (tmp_path / "run" / "policy.json").is_file()
+
+
+def test_a_dream_resumes_on_other_devices_which_are_not_among_its_settings(cli, tmp_path, dream_argv,
+                                                                           pendulum_world_model, dreamed_pendulum_policy):
+    run = tmp_path / "run"
+    shutil.copytree(dreamed_pendulum_policy, run)
+    config_file = run / "config.yaml"
+    config_file.write_text(yaml.safe_dump({**yaml.safe_load(config_file.read_text()), "out": str(run)}, sort_keys=False))
+
+    code, _, err = cli(*dream_argv(pendulum_world_model, run, 30, "--resume", "--devices", "1"))
+
+    assert code == 0, err
+    assert "devices" not in yaml.safe_load(config_file.read_text())
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [10, 20, 30]

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 import pytest
 
+from dreamer.cli import main
 from tasks.errors import InputError
 from tasks.recording import RandomPolicy, record_episodes, reset_seeds
 from tasks.registry import get_task
@@ -183,3 +184,18 @@ def test_fit_refuses_a_batch_its_devices_cannot_share(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # nothing left behind
 
+
+@pytest.mark.parametrize("command", [
+    ["dream", "--world-model", "{tmp}/model"],
+    ["run", "--task", "pendulum"],
+    ["learn", "--traces", "{tmp}/traces"],
+    ["compare", "--task", "pendulum"],
+])
+def test_commands_that_dream_refuse_more_devices_than_exist_in_one_line(command, tmp_path, capfd):
+    out = tmp_path / "out"
+    where = ["--run", out] if command[0] == "learn" else ["--out", out]
+    code = main([str(word).format(tmp=tmp_path) for word in [*command, *where, "--devices", "9999"]])
+    _, err = capfd.readouterr()
+    assert code == 2 and "--devices" in err and "asks for 9999 devices" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()  # refused before anything is written
