@@ -121,9 +121,10 @@ def _run_directory(config: FitCommandConfig) -> contextlib.AbstractContextManage
             raise RunFailed(f"process 0 could not open {config.out} (its own message says why)")
         return contextlib.nullcontext()
     try:
-        # Where the processes meet is this call's business, not the run's: a run resumed
-        # from another address (or alone) is the same run.
-        run_dir = RunDirectory(config.out, config, resume=config.resume, per_call=("hosts",))
+        # Where the processes meet and how many devices split the batch are this call's
+        # business, not the run's: a run resumed from another address, alone, or on other
+        # devices is the same run.
+        run_dir = RunDirectory(config.out, config, resume=config.resume, per_call=("hosts", "devices"))
     except BaseException:
         process_zero_says(False)
         raise
