@@ -15,6 +15,8 @@ dream can be halted where disagreement passes a threshold (MOReL).
 `make_dream_trainer` returns pure functions: ``init() -> DreamState`` and
 ``train(state, world_model_state, starts, key) -> (state, metrics)``, where one jitted
 ``train`` call runs ``updates_per_call`` updates in a `lax.scan`.
+`make_dream_trainer_for_seeds` is the same trainer for several seeds at once, vmapped
+over a leading seed axis (the PureJaxRL way), so one compiled call trains them all.
 
 Data parallel over a device mesh (`worldmodel.sharding`), as fitting is: each update's
 start states, and so its dreams, are split over the mesh's devices; the networks, their
@@ -25,7 +27,6 @@ number of devices, so one device and many compute the same updates.
 
 from __future__ import annotations
 
-import functools
 from typing import Literal, NamedTuple
 
 import jax
@@ -145,9 +146,55 @@ def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: 
         InputError: the mesh's devices cannot share ``config.batch_size`` equally.
     """
     mesh = mesh or data_mesh()
+    initial_state, train_calls = _dream_calls(world_model_graph, actor, critic, config, context, mesh)
+    actor_state, critic_state = nnx.state(actor), nnx.state(critic)
+
+    def init() -> DreamState:
+        return replicate(initial_state(actor_state, critic_state), mesh)
+
+    # Outputs replicated: the next call, checkpoints and the actor read them whole.
+    return init, jax.jit(train_calls, out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+
+def make_dream_trainer_for_seeds(world_model_graph, actors: list[Actor], critics: list[Critic], config: DreamConfig,
+                                 context: int = 0, mesh: Mesh | None = None, world_model_per_seed: bool = False):
+    """The dream trainer of several seeds as one program: PureJaxRL's ``vmap(train)``.
+
+    Seed ``i`` trains from ``actors[i]`` and ``critics[i]`` with ``keys[i]``, and its
+    updates equal those of `make_dream_trainer` on the same networks and key, to float
+    tolerance; on an accelerator one compiled call trains them all side by side.
+
+    Args:
+        world_model_graph, config, context, mesh: as for `make_dream_trainer`.
+        actors: one actor per seed, all of one shape (each seed's initial weights).
+        critics: one critic per seed, likewise.
+        world_model_per_seed: the world model's state given to ``train`` has a leading
+            seed axis (each seed dreams in its own model); otherwise all seeds share one.
+
+    Returns:
+        ``init() -> DreamState`` whose every leaf has a leading seed axis, and the jitted
+        ``train(states, world_model_state, starts, keys) -> (states, metrics)``, where
+        ``keys`` holds one key per seed, the start states are shared, and every metric
+        has one value per seed.
+    """
+    if len(actors) != len(critics) or not actors:
+        raise ValueError(f"one actor and one critic per seed, got {len(actors)} actors and {len(critics)} critics")
+    mesh = mesh or data_mesh()
+    initial_state, train_calls = _dream_calls(world_model_graph, actors[0], critics[0], config, context, mesh)
+
+    def init() -> DreamState:
+        states = [initial_state(nnx.state(actor), nnx.state(critic)) for actor, critic in zip(actors, critics)]
+        return replicate(jax.tree.map(lambda *leaves: jnp.stack(leaves), *states), mesh)
+
+    seeds_train = jax.vmap(train_calls, in_axes=(0, 0 if world_model_per_seed else None, None, 0))
+    return init, jax.jit(seeds_train, out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+
+def _dream_calls(world_model_graph, actor: Actor, critic: Critic, config: DreamConfig, context: int, mesh: Mesh):
+    """The trainer as two pure functions: ``initial_state(actor_state, critic_state)`` and
+    ``train_calls(state, world_model_state, starts, key)`` (``updates_per_call`` updates)."""
     check_batch_divides(mesh, config.batch_size, "--dream.batch-size")
-    actor_graph, actor_state = nnx.split(actor)
-    critic_graph, critic_state = nnx.split(critic)
+    actor_graph, critic_graph = nnx.graphdef(actor), nnx.graphdef(critic)
     actor_optimizer = optax.chain(optax.clip_by_global_norm(100.0), optax.adam(config.actor_learning_rate))
     critic_optimizer = optax.chain(optax.clip_by_global_norm(100.0), optax.adam(config.critic_learning_rate))
     discrete = actor.discrete
@@ -155,10 +202,10 @@ def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: 
     if config.halt_threshold > 0 and config.halt_reward is None:
         raise ValueError("halting needs a halt_reward (see dreamer.dream_losses.lowest_halt_reward)")
 
-    def init() -> DreamState:
+    def initial_state(actor_state: nnx.State, critic_state: nnx.State) -> DreamState:
         actor_params = nnx.state(nnx.merge(actor_graph, actor_state), nnx.Param)
         critic_params = nnx.state(nnx.merge(critic_graph, critic_state), nnx.Param)
-        return replicate(DreamState(
+        return DreamState(
             actor=actor_state,
             critic=critic_state,
             target_critic=critic_state,
@@ -166,7 +213,7 @@ def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: 
             critic_opt=critic_optimizer.init(critic_params),
             return_scale=jnp.zeros(()),
             updates=jnp.zeros((), dtype=jnp.int32),
-        ), mesh)
+        )
 
     def imagine_from(actor_module, world_model, starts: StartStates, key):
         start_key, dream_key = jax.random.split(key)
@@ -254,14 +301,12 @@ def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: 
         }
         return (new_state, world_model_state, starts), metrics
 
-    # Outputs replicated: the next call, checkpoints and the actor read them whole.
-    @functools.partial(jax.jit, out_shardings=NamedSharding(mesh, PartitionSpec()))
-    def train(state: DreamState, world_model_state, starts: StartStates, key):
+    def train_calls(state: DreamState, world_model_state, starts: StartStates, key):
         keys = jax.random.split(key, config.updates_per_call)
         (state, _, _), metrics = jax.lax.scan(update, (state, world_model_state, starts), keys)
         return state, jax.tree.map(jnp.mean, metrics)
 
-    return init, train
+    return initial_state, train_calls
 
 
 def _categorical_entropy(actor_module: Actor, features):
