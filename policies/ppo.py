@@ -9,6 +9,7 @@ a nested `lax.scan`. Truncated episodes bootstrap from their final observation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -119,77 +120,112 @@ class PPO:
         params = (nnx.state(actor, nnx.Param), nnx.state(critic, nnx.Param))
         self.state = PPOState(actor_state, critic_state, optimizer.init(params), jnp.zeros((), jnp.int32))
 
-        def loss(params, rests, batch, clip):
-            observations, actions, old_log_probs, advantages, returns = batch
-            actor_module = nnx.merge(self._actor_graph, params[0], rests[0])
-            critic_module = nnx.merge(critic_graph, params[1], rests[1])
-            log_probs = actor_module.log_prob(observations, actions)
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-            policy_loss = clipped_surrogate_loss(log_probs, old_log_probs, advantages, clip)
-            value_loss = jnp.mean((critic_module(observations) - returns) ** 2)
-            entropy = -jnp.mean(log_probs)
-            total = policy_loss + config.value_weight * value_loss - config.entropy * entropy
-            return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
-                           "clip_fraction": jnp.mean(jnp.abs(jnp.exp(log_probs - old_log_probs) - 1.0) > clip)}
-
-        @jax.jit
-        def train(state: PPOState, chunk: Chunk, clip, key):
-            actor_module = nnx.merge(self._actor_graph, state.actor)
-            critic_module = nnx.merge(critic_graph, state.critic)
-            values = critic_module(chunk.observations)
-            next_values = critic_module(chunk.next_observations)
-            advantages = generalized_advantages(chunk.rewards, values, next_values, chunk.terminations,
-                                                chunk.episode_ends, config.gamma, config.gae_lambda)
-            flat = lambda x: x.reshape(rollout, *x.shape[2:])  # noqa: E731
-            data = (flat(chunk.observations), flat(chunk.actions),
-                    flat(actor_module.log_prob(chunk.observations, chunk.actions)),
-                    flat(advantages), flat(advantages + values))
-            actor_params, actor_rest = nnx.split_state(state.actor, nnx.Param, ...)
-            critic_params, critic_rest = nnx.split_state(state.critic, nnx.Param, ...)
-            rests = (actor_rest, critic_rest)
-
-            def minibatch_step(carry, batch):
-                params, opt = carry
-                (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params, rests, batch, clip)
-                step, opt = optimizer.update(grads, opt, params)
-                return (optax.apply_updates(params, step), opt), metrics
-
-            def epoch(carry, epoch_key):
-                order = jax.random.permutation(epoch_key, rollout).reshape(minibatches, config.minibatch_size)
-                return jax.lax.scan(minibatch_step, carry, jax.tree.map(lambda x: x[order], data))
-
-            (params, opt), metrics = jax.lax.scan(
-                epoch, ((actor_params, critic_params), state.opt), jax.random.split(key, config.epochs))
-            new_state = PPOState(nnx.merge_state(params[0], actor_rest), nnx.merge_state(params[1], critic_rest),
-                                 opt, state.updates + config.epochs * minibatches)
-            metrics = jax.tree.map(jnp.mean, metrics)
-            metrics["explained_variance"] = 1.0 - jnp.var(data[4] - flat(values)) / (jnp.var(data[4]) + 1e-8)
-            return new_state, metrics
-
-        @jax.jit
-        def sample_actions(actor_state, observations, key):
-            return nnx.merge(self._actor_graph, actor_state).sample(observations, key)[0]
-
-        self._train, self._sample_actions = train, sample_actions
+        self.functions = ppo_functions(self._actor_graph, critic_graph, config, optimizer)
+        self._train = jax.jit(self.functions.train)
+        self._sample_actions = jax.jit(self.functions.sample_actions)
 
     def act(self, observations: np.ndarray) -> np.ndarray:
         """The actor's sampled actions (PPO explores with its own distribution)."""
-        self._key, key = jax.random.split(self._key)
-        return np.asarray(self._sample_actions(self.state.actor, jnp.asarray(observations, jnp.float32), key))
+        return np.asarray(self._sample_actions(self.state.actor, jnp.asarray(observations, jnp.float32),
+                                               self.next_key()))
 
     def learn(self, chunk: Chunk) -> dict[str, float]:
         """All epochs of updates on one rollout, with the clip range decayed by progress."""
+        rollout = self.device_chunk(chunk)
+        clip = self.next_clip_range()
+        self.state, metrics = self._train(self.state, rollout, jnp.float32(clip), self.next_key())
+        return {name: float(value) for name, value in metrics.items()}
+
+    def next_clip_range(self) -> float:
+        """The clip range of the next rollout (decayed linearly to zero by the last one)."""
+        clip = self.config.clip_range * max(0.0, 1.0 - self._rollouts_done / self.rollouts)
+        self._rollouts_done += 1
+        return clip
+
+    def device_chunk(self, chunk: Chunk) -> Chunk:
+        """A rollout on the device, as the update reads it; refuses one of another shape."""
         expected = (self.config.steps_per_rollout, self.config.num_envs)
         if chunk.rewards.shape != expected:
             raise ValueError(f"PPO expects rollouts of {expected} (steps, environments), got {chunk.rewards.shape}")
-        clip = self.config.clip_range * max(0.0, 1.0 - self._rollouts_done / self.rollouts)
-        self._rollouts_done += 1
+        return Chunk(*(jnp.asarray(a, jnp.int32 if self._discrete and i == 1 else jnp.float32)
+                       for i, a in enumerate(chunk)))
+
+    def next_key(self) -> jax.Array:
+        """The key of the next sampling call; the learner's own key moves on."""
         self._key, key = jax.random.split(self._key)
-        device_chunk = Chunk(*(jnp.asarray(a, jnp.int32 if self._discrete and i == 1 else jnp.float32)
-                               for i, a in enumerate(chunk)))
-        self.state, metrics = self._train(self.state, device_chunk, jnp.float32(clip), key)
-        return {name: float(value) for name, value in metrics.items()}
+        return key
 
     @property
     def actor(self) -> Actor:
         return nnx.merge(self._actor_graph, self.state.actor)
+
+
+class PPOFunctions(NamedTuple):
+    """PPO's device work as pure functions, to jit as they are or vmapped over seeds.
+
+    Attributes:
+        train: ``(state, chunk, clip, key) -> (state, metrics)``: advantages, then all
+            epochs of minibatch updates on one rollout, as nested `lax.scan`s.
+        sample_actions: ``(actor_state, observations, key) -> actions``.
+    """
+
+    train: Callable
+    sample_actions: Callable
+
+
+def ppo_functions(actor_graph, critic_graph, config: PPOConfig,
+                  optimizer: optax.GradientTransformation) -> PPOFunctions:
+    """The pure functions of a PPO learner with these networks, settings and optimiser."""
+    rollout = config.num_envs * config.steps_per_rollout
+    minibatches = rollout // config.minibatch_size
+
+    def loss(params, rests, batch, clip):
+        observations, actions, old_log_probs, advantages, returns = batch
+        actor_module = nnx.merge(actor_graph, params[0], rests[0])
+        critic_module = nnx.merge(critic_graph, params[1], rests[1])
+        log_probs = actor_module.log_prob(observations, actions)
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        policy_loss = clipped_surrogate_loss(log_probs, old_log_probs, advantages, clip)
+        value_loss = jnp.mean((critic_module(observations) - returns) ** 2)
+        entropy = -jnp.mean(log_probs)
+        total = policy_loss + config.value_weight * value_loss - config.entropy * entropy
+        return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
+                       "clip_fraction": jnp.mean(jnp.abs(jnp.exp(log_probs - old_log_probs) - 1.0) > clip)}
+
+    def train(state: PPOState, chunk: Chunk, clip, key):
+        actor_module = nnx.merge(actor_graph, state.actor)
+        critic_module = nnx.merge(critic_graph, state.critic)
+        values = critic_module(chunk.observations)
+        next_values = critic_module(chunk.next_observations)
+        advantages = generalized_advantages(chunk.rewards, values, next_values, chunk.terminations,
+                                            chunk.episode_ends, config.gamma, config.gae_lambda)
+        flat = lambda x: x.reshape(rollout, *x.shape[2:])  # noqa: E731
+        data = (flat(chunk.observations), flat(chunk.actions),
+                flat(actor_module.log_prob(chunk.observations, chunk.actions)),
+                flat(advantages), flat(advantages + values))
+        actor_params, actor_rest = nnx.split_state(state.actor, nnx.Param, ...)
+        critic_params, critic_rest = nnx.split_state(state.critic, nnx.Param, ...)
+        rests = (actor_rest, critic_rest)
+
+        def minibatch_step(carry, batch):
+            params, opt = carry
+            (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params, rests, batch, clip)
+            step, opt = optimizer.update(grads, opt, params)
+            return (optax.apply_updates(params, step), opt), metrics
+
+        def epoch(carry, epoch_key):
+            order = jax.random.permutation(epoch_key, rollout).reshape(minibatches, config.minibatch_size)
+            return jax.lax.scan(minibatch_step, carry, jax.tree.map(lambda x: x[order], data))
+
+        (params, opt), metrics = jax.lax.scan(
+            epoch, ((actor_params, critic_params), state.opt), jax.random.split(key, config.epochs))
+        new_state = PPOState(nnx.merge_state(params[0], actor_rest), nnx.merge_state(params[1], critic_rest),
+                             opt, state.updates + config.epochs * minibatches)
+        metrics = jax.tree.map(jnp.mean, metrics)
+        metrics["explained_variance"] = 1.0 - jnp.var(data[4] - flat(values)) / (jnp.var(data[4]) + 1e-8)
+        return new_state, metrics
+
+    def sample_actions(actor_state, observations, key):
+        return nnx.merge(actor_graph, actor_state).sample(observations, key)[0]
+
+    return PPOFunctions(train, sample_actions)
