@@ -38,11 +38,14 @@ from dreamer.offline import dream_offline
 from dreamer.online import RunConfig, run_online
 from dreamer.provenance import machine_info, package_versions, source_commit
 from dreamer.report import RESULTS_FORMAT, arm_summary, render_report
-from policies.baselines import Algorithm, TrainRealConfig, algo_label, chosen_algorithm, train_baseline
+from policies.baselines import (Algorithm, TrainRealConfig, algo_label, chosen_algorithm, train_baseline,
+                                train_baselines_in_one_call)
 from policies.behaviour_cloning import BehaviourCloningConfig, clone_behaviour
 from policies.protocol import DEFAULT_EVAL_EVERY, on_grid, protocol_summary, random_policy_return
 from policies.real_training import evaluation_episodes
 from policies.saving import save_policy
+from policies.seeds import SEEDS_IN_ONE_CALL_HELP, SeedsInOneCall, seeds_in_one_call
+from policies.stable_baselines import is_stable_baselines
 from tasks.config import config, option
 from tasks.errors import InputError
 from tasks.json_files import read_json_object
@@ -99,6 +102,8 @@ class CompareConfig:
     eval_episodes: int = option(10, min=1, help="evaluation episodes on fresh seeds, for every arm")
     eval_every: int = option(DEFAULT_EVAL_EVERY, min=1, help="the evaluation grid's spacing in real steps, for every arm")
     devices: int | None = option(None, min=1, help=DEVICES_HELP + "; for the dream arms' fits and dreams")
+    seeds_in_one_call: SeedsInOneCall = option("auto", help=SEEDS_IN_ONE_CALL_HELP + "; for the real-trained arm "
+                                                            "(the project's own PPO or SAC)")
     seed: int = option(0, help="first seed")
 
     @property
@@ -131,11 +136,18 @@ def compare(config: CompareConfig, command: str | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     dream_runs, real_runs, offline_runs, cloning_runs = [], [], [], []
+    real_in_one_call = real_seeds_in_one_call(config, algo)
+    if real_in_one_call:
+        _say(f"seeds {seeds[0]}-{seeds[-1]} in one call: real-trained arm ({algo_label(algo)}), "
+             f"{config.real_budget} real steps each")
+        real_runs = real_runs_in_one_call(config, algo, seeds, out)
     for number, seed in enumerate(seeds, 1):
         _say(f"seed {seed} ({number}/{len(seeds)}): dream-trained arm, {config.dream_budget} real steps")
         dream_runs.append(_dream_run(config, seed, out / "runs" / f"dream-seed{seed}"))
-        _say(f"seed {seed} ({number}/{len(seeds)}): real-trained arm ({algo_label(algo)}), {config.real_budget} real steps")
-        real_runs.append(real_run(config, algo, seed, out / "runs" / f"real-{algo_slug(algo)}-seed{seed}"))
+        if not real_in_one_call:
+            _say(f"seed {seed} ({number}/{len(seeds)}): real-trained arm ({algo_label(algo)}), "
+                 f"{config.real_budget} real steps")
+            real_runs.append(real_run(config, algo, seed, real_run_dir(out, algo, seed)))
         if config.offline_traces:
             _say(f"seed {seed} ({number}/{len(seeds)}): offline arm, dreams from {config.offline_traces}")
             offline_runs.append(_offline_run(config, task, seed, out / "runs" / f"offline-seed{seed}"))
@@ -267,15 +279,40 @@ def algo_slug(algo: str) -> str:
     return algo.lower().replace(":", "-")
 
 
+def real_run_dir(out: Path, algo: str, seed: int) -> Path:
+    return out / "runs" / f"real-{algo_slug(algo)}-seed{seed}"
+
+
 def real_run(config: CompareConfig, algo: str, seed: int, run_dir: Path) -> dict:
     """One seed of the real-trained arm in ``run_dir``, reused when it already finished there."""
-    run_config = TrainRealConfig(task=config.task, env_kwargs=config.env_kwargs, out=str(run_dir), algo=algo,
-                                 steps=config.real_budget, eval_every=config.eval_every,
-                                 eval_episodes=config.eval_episodes, seed=seed)
+    run_config = _real_run_config(config, algo, seed, run_dir)
     summary = _finished(run_dir, run_config)
     if summary is None:  # a real-trained run that was cut short starts over (train-real clears it)
         summary = train_baseline(run_config)
     return _run_record(seed, run_dir, summary)
+
+
+def real_seeds_in_one_call(config: CompareConfig, algo: str) -> bool:
+    """Whether the real-trained arm trains its seeds as one program: as
+    ``--seeds-in-one-call`` says, for the project's own PPO and SAC, and several seeds."""
+    return seeds_in_one_call(config.seeds_in_one_call) and not is_stable_baselines(algo) and config.seeds > 1
+
+
+def real_runs_in_one_call(config: CompareConfig, algo: str, seeds: list[int], out: Path) -> list[dict]:
+    """The real-trained arm's seeds, the unfinished ones trained in one call; each
+    seed's run and record are what `real_run` makes, to float tolerance."""
+    run_configs = {seed: _real_run_config(config, algo, seed, real_run_dir(out, algo, seed)) for seed in seeds}
+    summaries = {seed: _finished(real_run_dir(out, algo, seed), run_config) for seed, run_config in run_configs.items()}
+    pending = [seed for seed, summary in summaries.items() if summary is None]
+    if pending:  # runs cut short start over, together (train-real clears them)
+        summaries.update(zip(pending, train_baselines_in_one_call([run_configs[seed] for seed in pending])))
+    return [_run_record(seed, real_run_dir(out, algo, seed), summaries[seed]) for seed in seeds]
+
+
+def _real_run_config(config: CompareConfig, algo: str, seed: int, run_dir: Path) -> TrainRealConfig:
+    return TrainRealConfig(task=config.task, env_kwargs=config.env_kwargs, out=str(run_dir), algo=algo,
+                           steps=config.real_budget, eval_every=config.eval_every,
+                           eval_episodes=config.eval_episodes, seed=seed)
 
 
 @config

@@ -8,21 +8,27 @@ It is measured exactly as a dream-trained policy is: the deterministic actor on 
 fresh reset seeds (for the same seed), at every point of the evaluation grid. Environment
 states cannot be checkpointed, so a killed baseline starts over: its run directory stays
 pending until the summary, and the next run in that folder clears it.
-`dreamer train-real` and the real arm of `dreamer compare` are both `train_baseline`.
+`dreamer train-real` and the real arm of `dreamer compare` are both `train_baseline`;
+`train_baselines_in_one_call` trains several seeds of the project's own PPO or SAC as
+one program (`policies.seeds`), as the real arm does on an accelerator.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 
 from policies.ppo import PPO, PPOConfig
 from policies.protocol import DEFAULT_EVAL_EVERY, protocol_summary
-from policies.real_training import train_on_real
+from policies.real_training import train_on_real, train_seeds_on_real
 from policies.sac import SAC, SACConfig
 from policies.saving import save_policy
+from policies.seeds import learner_seeds
 from policies.stable_baselines import is_stable_baselines, train_stable_baselines
 from tasks.config import config, option
 from tasks.errors import InputError
@@ -93,16 +99,63 @@ def train_baseline(config: TrainRealConfig) -> dict:
                 evaluation_seeds=evaluation_seeds, eval_every=config.eval_every, log=run_dir.log, seed=config.seed,
             )
             save_policy(config.out, learner.actor, task, {"trained_by": f"dreamer train-real ({algo})"})
-        summary = {
-            "algorithm": algo,
-            "task": task.name,
-            "real_steps": trained.real_steps,
-            "eval_steps": trained.eval_steps,
-            "wall_seconds": time.perf_counter() - started,
-            **protocol_summary(trained.evaluations, trained.final_mean_return, task.reward_threshold),
-        }
+        summary = _summary(algo, task, trained, time.perf_counter() - started)
         run_dir.write_summary(summary)
     return summary
+
+
+def train_baselines_in_one_call(configs: Sequence[TrainRealConfig]) -> list[dict]:
+    """`train_baseline` for several seeds of one baseline, as one program: their learners
+    act and learn together, vmapped over the seeds (`policies.seeds`).
+
+    Each seed's run directory gets what `train_baseline` writes for it, with results
+    equal to float tolerance; its ``wall_seconds`` is the whole call's, shared by all.
+
+    Args:
+        configs: one per seed, alike but for ``seed`` and ``out``.
+
+    Raises:
+        ValueError: the configs differ in more than seed and run directory, or name a
+            Stable-Baselines3 or SBX algorithm (those train one by one).
+    """
+    started = time.perf_counter()
+    first = configs[0]
+    for run_config in configs[1:]:
+        if dataclasses.replace(run_config, seed=first.seed, out=first.out) != first:
+            raise ValueError("seeds trained in one call differ only in seed and run directory")
+    task = get_task(first.task, first.env_kwargs)
+    algo = chosen_algorithm(task, first.algo)
+    if is_stable_baselines(algo):
+        raise ValueError(f"{algo} trains its seeds one by one (train_baseline)")
+    seeds = [run_config.seed for run_config in configs]
+    with contextlib.ExitStack() as stack:
+        run_dirs = [stack.enter_context(RunDirectory(run_config.out, run_config, resumable=False))
+                    for run_config in configs]
+        learners, num_envs = zip(*(_own_learner(task, algo, run_config) for run_config in configs))
+        together = learner_seeds(learners)
+        trained = train_seeds_on_real(
+            task, together, first.steps,
+            training_seeds=[reset_seeds(seed, num_envs[0], REAL_TRAINING_STREAM) for seed in seeds],
+            evaluation_seeds=[reset_seeds(seed, first.eval_episodes, EVALUATION_STREAM) for seed in seeds],
+            seeds=seeds, eval_every=first.eval_every, logs=[run_dir.log for run_dir in run_dirs],
+        )
+        summaries = []
+        for index, (run_config, run_dir) in enumerate(zip(configs, run_dirs)):
+            save_policy(run_config.out, together.actor(index), task, {"trained_by": f"dreamer train-real ({algo})"})
+            summaries.append(_summary(algo, task, trained[index], time.perf_counter() - started))
+            run_dir.write_summary(summaries[-1])
+    return summaries
+
+
+def _summary(algo: str, task, trained, wall_seconds: float) -> dict:
+    return {
+        "algorithm": algo,
+        "task": task.name,
+        "real_steps": trained.real_steps,
+        "eval_steps": trained.eval_steps,
+        "wall_seconds": wall_seconds,
+        **protocol_summary(trained.evaluations, trained.final_mean_return, task.reward_threshold),
+    }
 
 
 def _own_learner(task, algo: str, config: TrainRealConfig):
