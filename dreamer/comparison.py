@@ -13,6 +13,10 @@ draws ``report.md`` and the plots.
 
 Finished runs are reused when the comparison is run again into the same folder, so an
 interrupted comparison picks up where it stopped.
+
+With ``--seeds-in-one-call`` (``auto``: on an accelerator) the real-trained arm trains
+its seeds as one vmapped program (`policies.seeds`), with the results of one-by-one
+runs; the dream arms still run seed by seed.
 """
 
 from __future__ import annotations

@@ -69,8 +69,9 @@ class LearnerSeeds:
     ``act`` takes the observations of every seed's environments, seed by seed along the
     first axis; ``learn(chunks)`` (in each kind's class) takes one chunk per seed and
     returns each seed's metrics; ``actor(i)`` is seed ``i``'s actor.
-    The learners keep their host-side bookkeeping (keys, step counts); their ``state``
-    is the one they were built with: the trained states are here, stacked.
+    The learners keep their host-side bookkeeping (keys, step counts, random
+    generators); their states are handed over (each learner's ``state`` becomes None, so
+    no replay buffer is held twice): the trained states are here, stacked.
     """
 
     def __init__(self, learners: Sequence[SAC | PPO]):
@@ -79,8 +80,10 @@ class LearnerSeeds:
         self.learners = list(learners)
         self.num_seeds = len(self.learners)
         self.steps_per_chunk = self.learners[0].steps_per_chunk
-        self.state = stack_seeds([learner.state for learner in self.learners])
         self._actor_graph = nnx.graphdef(self.learners[0].actor)
+        self.state = stack_seeds([learner.state for learner in self.learners])
+        for learner in self.learners:
+            learner.state = None
         self._sample_actions = jax.jit(jax.vmap(self.learners[0].functions.sample_actions))
 
     def act(self, observations: np.ndarray) -> np.ndarray:
