@@ -4,13 +4,14 @@ one by one: the networks after a few updates, and every metric."""
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-import pytest
 from flax import nnx
 
 from dreamer.actor_critic import DreamConfig, make_dream_trainer, make_dream_trainer_for_seeds, make_networks
 from dreamer.start_states import start_states
 from policies.networks import NetworkConfig
+from policies.seeds import one_seed
 from tasks.registry import get_task
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.saving import build_model
@@ -29,29 +30,25 @@ def assert_trees_close(got, want, rtol=1e-5, atol=1e-6):
         np.testing.assert_allclose(np.asarray(got_leaf), np.asarray(want_leaf), rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("world_model_per_seed", [True])  # shared (False) is the same vmap with in_axes None
-def test_seeds_trained_in_one_call_equal_seeds_trained_one_by_one(pendulum_episodes, world_model_per_seed):
+def test_seeds_trained_in_one_call_equal_seeds_trained_one_by_one(pendulum_episodes):
     action_space = get_task("pendulum").action_space
-    models = [tiny_model(seed if world_model_per_seed else 0) for seed in SEEDS]
+    models = [tiny_model(seed) for seed in SEEDS]  # each seed dreams in its own model
     networks = [make_networks(3, action_space, TINY, seed) for seed in SEEDS]
     starts = start_states(pendulum_episodes)
-    keys = [jax.random.key(10 + seed) for seed in SEEDS]
-
-    one_by_one = []
-    for model, (actor, critic), key in zip(models, networks, keys):
-        init, train = make_dream_trainer(nnx.graphdef(model), actor, critic, TINY)
-        one_by_one.append(train(init(), nnx.state(model), starts, key))
+    keys = jnp.stack([jax.random.key(10 + seed) for seed in SEEDS])
 
     init, train = make_dream_trainer_for_seeds(nnx.graphdef(models[0]), [a for a, _ in networks],
-                                               [c for _, c in networks], TINY, world_model_per_seed=world_model_per_seed)
-    model_state = (jax.tree.map(lambda *leaves: np.stack(leaves), *[nnx.state(m) for m in models])
-                   if world_model_per_seed else nnx.state(models[0]))
-    states, metrics = train(init(), model_state, starts, jax.numpy.stack(keys))
+                                               [c for _, c in networks], TINY, world_model_per_seed=True)
+    first_states = init()
+    model_states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[nnx.state(m) for m in models])
+    states, metrics = train(first_states, model_states, starts, keys)
 
-    for i, (state, seed_metrics) in enumerate(one_by_one):
-        assert_trees_close(jax.tree.map(lambda leaf: leaf[i], states), state)
-        assert_trees_close({k: v[i] for k, v in metrics.items()}, seed_metrics, rtol=1e-4)
+    # One seed's trainer trains any seed's networks of its shape: its program reads them as arguments.
+    alone_init, alone_train = make_dream_trainer(nnx.graphdef(models[0]), *networks[0], TINY)
+    assert_trees_close(one_seed(first_states, 0), alone_init(), rtol=0, atol=0)
+    for index, model in enumerate(models):
+        alone_state, alone_metrics = alone_train(one_seed(first_states, index), nnx.state(model), starts, keys[index])
+        assert_trees_close(one_seed(states, index), alone_state)
+        assert_trees_close({name: value[index] for name, value in metrics.items()}, alone_metrics, rtol=1e-4)
     np.testing.assert_array_equal(states.updates, TINY.updates_per_call)
-    # the seeds did learn apart: their actors differ
-    assert not np.allclose(np.asarray(jax.tree.leaves(states.actor)[-1][0]),
-                           np.asarray(jax.tree.leaves(states.actor)[-1][1]))
+    assert not np.allclose(jax.tree.leaves(states.actor)[-1][0], jax.tree.leaves(states.actor)[-1][1])
