@@ -76,8 +76,7 @@ class RunConfig:
     model: Literal["ensemble", "rssm"] = option("ensemble", help="world model kind: an ensemble of one-step MLPs, "
                                                                  "or a recurrent latent model")
     ensemble: EnsembleConfig = option(EnsembleConfig(hidden_size=128, hidden_layers=3), help="world model settings")
-    rssm: RSSMConfig = option(RSSMConfig(size="tiny"), help="recurrent latent model settings (--model rssm; "
-                                                           "the tiny preset fits a round in seconds on a CPU)")
+    rssm: RSSMConfig = option(RSSMConfig(), help="recurrent latent model settings (--model rssm)")
     fit: FitConfig = option(FitConfig(max_updates=1000, updates_per_call=250, patience=2), help="refit per round")
     dream: DreamConfig = option(DreamConfig(), help="policy training in dreams")
     dream_updates: int = option(1000, min=1, help="actor-critic updates per round (--model rssm: 2000)")
