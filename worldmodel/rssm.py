@@ -46,7 +46,7 @@ from worldmodel.losses import weighted_binary_cross_entropy
 from worldmodel.twohot import symexp, symlog, symlog_bins, twohot_decode, twohot_loss
 
 REWARD_BINS = 255
-FRAME_MAX_UPDATES = 1400  # fitting updates on camera frames unless told otherwise (see `fit_defaults`)
+FRAME_MAX_UPDATES = 2000  # fitting updates on camera frames unless told otherwise (see `fit_defaults`)
 
 
 @dataclasses.dataclass(frozen=True)
