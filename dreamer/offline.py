@@ -11,6 +11,8 @@ to MOReL's absorbing HALT state, which earns the lowest training reward forever.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Iterable
 
 import jax
 import numpy as np
@@ -25,22 +27,29 @@ from tasks.episodes import Episodes
 from tasks.registry import Task
 from tasks.run_directory import RunDirectory
 from worldmodel.fidelity import transition_disagreement
+from worldmodel.streaming import TraceStream
 
 
-def halting(world_model: nnx.Module, train: Episodes, multiple: float, uncertainty_penalty: float) -> tuple[float, float]:
+def halting(world_model: nnx.Module, train: Episodes | Iterable[Episodes], multiple: float,
+            uncertainty_penalty: float) -> tuple[float, float]:
     """The halting threshold and the reward of HALT for dreams started from ``train``.
 
     The threshold is ``multiple`` times the largest disagreement on the real training
     transitions (0 when ``multiple`` is 0: halting off); HALT earns less than any step a
-    dream that goes on can earn (`lowest_halt_reward`), so halting never pays.
+    dream that goes on can earn (`lowest_halt_reward`), so halting never pays. ``train``
+    may come as blocks of episodes (a trace file read in parts): both are a largest and
+    a lowest value, taken block by block.
     """
-    if multiple <= 0:
-        return 0.0, lowest_halt_reward(train.rewards, uncertainty_penalty, 0.0)
-    threshold = float(multiple * np.max(transition_disagreement(world_model, train)))
-    return threshold, lowest_halt_reward(train.rewards, uncertainty_penalty, threshold)
+    largest, lowest = 0.0, math.inf
+    for block in [train] if isinstance(train, Episodes) else train:
+        lowest = min(lowest, float(np.min(block.rewards)))
+        if multiple > 0:
+            largest = max(largest, float(np.max(transition_disagreement(world_model, block))))
+    threshold = float(multiple * largest) if multiple > 0 else 0.0
+    return threshold, lowest_halt_reward(np.array([lowest]), uncertainty_penalty, threshold)
 
 
-def dream_offline(world_model: nnx.Module, task: Task, train: Episodes, config: DreamConfig, updates: int,
+def dream_offline(world_model: nnx.Module, task: Task, train: Episodes | TraceStream, config: DreamConfig, updates: int,
                   seed: int, halt_multiple: float = 2.0, run: RunDirectory | None = None, resume: bool = False,
                   progress: bool = False, mesh: Mesh | None = None) -> tuple[PolicyInDreams, dict]:
     """Train a policy for ``updates`` updates in ``world_model``'s dreams from ``train``'s states.
@@ -48,7 +57,10 @@ def dream_offline(world_model: nnx.Module, task: Task, train: Episodes, config: 
     Args:
         world_model: a fitted model of the world-model interface.
         task: the task whose action space the policy acts in.
-        train: the episodes dreams start from (the model's training split).
+        train: the episodes dreams start from (the model's training split), or a
+            `worldmodel.streaming.TraceStream` of a trace file read in blocks: then the
+            halting threshold is taken block by block and dreams start from a seeded draw
+            of its training episodes, one block's worth (`TraceStream.sample`).
         config: dream settings; its halting fields are set here from the data.
         updates: actor-critic updates in all.
         seed: seed of the networks and of the dreams.
@@ -63,11 +75,13 @@ def dream_offline(world_model: nnx.Module, task: Task, train: Episodes, config: 
         The trained policy, and ``{"updates", "halt_threshold", "halt_reward",
         "uncertainty_penalty", "final_<metric>"...}``.
     """
-    halt_threshold, halt_reward = halting(world_model, train, halt_multiple, config.uncertainty_penalty)
+    streamed = isinstance(train, TraceStream)
+    halt_threshold, halt_reward = halting(world_model, train.blocks() if streamed else train, halt_multiple,
+                                          config.uncertainty_penalty)
     if config.halt_reward is not None:  # set by the user: kept
         halt_reward = config.halt_reward
     config = dataclasses.replace(config, halt_threshold=halt_threshold, halt_reward=halt_reward)
-    policy = PolicyInDreams(world_model, task, train, config, seed, mesh)
+    policy = PolicyInDreams(world_model, task, train.sample(seed) if streamed else train, config, seed, mesh)
     manager = run.checkpoint_manager("dream") if run is not None else None
     if resume and manager is not None:
         if manager.latest_step() is not None:

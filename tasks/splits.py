@@ -8,6 +8,7 @@ old episode into training, and held-out episodes stay held out.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -52,7 +53,14 @@ def split_indices(
     episodes: Episodes, split_seed: int = 0, fractions: SplitFractions = SplitFractions()
 ) -> dict[str, np.ndarray]:
     """Episode indices of each split, in file order."""
-    labels = np.array([split_of(cid, split_seed, fractions) for cid in episodes.content_ids()])
+    return split_indices_of_ids(episodes.content_ids(), split_seed, fractions)
+
+
+def split_indices_of_ids(
+    content_ids: Sequence[str], split_seed: int = 0, fractions: SplitFractions = SplitFractions()
+) -> dict[str, np.ndarray]:
+    """Indices of each split among episodes known by their content ids, in their order."""
+    labels = np.array([split_of(cid, split_seed, fractions) for cid in content_ids])
     return {name: np.flatnonzero(labels == name) for name in SPLIT_NAMES}
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.dataset.minari_storage import MinariStorage
 
-from tasks.episodes import NO_POLICY_VERSION, UNKNOWN_SEED, Episode, Episodes
+from tasks.episodes import NO_POLICY_VERSION, UNKNOWN_SEED, Episode, Episodes, content_id
 from tasks.errors import InputError
 from tasks.locks import exclusive_lock
 from tasks.registry import Task, check_spaces_match, get_task, observation_kind, task_for_env_id
@@ -43,6 +43,8 @@ METADATA_FILE = "metadata.json"
 TASK_METADATA_KEY = "dreamer_task"
 ENV_KWARGS_METADATA_KEY = "dreamer_env_kwargs"  # the task's --env-kwargs, as JSON
 POLICY_VERSION_KEY = "policy_version"  # episode metadata: the run's policy version that recorded it
+CONTENT_ID_KEY = "content_id"  # episode metadata: `tasks.episodes.content_id` of the episode as stored
+STAMP_CHUNK = 64  # episodes read back at a time to hash their content ids as written
 APPEND_JOURNAL = ".append-journal.json"  # beside data/: the metadata as it was before an unfinished append
 APPEND_STAGING = ".append-staging"  # beside data/: an append's new episodes before they move into data/
 LOCK_TIMEOUT_VARIABLE = "DREAMER_LOCK_TIMEOUT"  # seconds a writer waits for another (default 600)
@@ -111,38 +113,21 @@ def read_traces(location: str | os.PathLike, task: Task | None = None) -> Traces
     shown = str(location)
     if (data_path.parent / APPEND_JOURNAL).is_file():
         finish_interrupted_writes(data_path.parent)  # waits for the writer, or undoes a killed append
-    storage = _open_storage(data_path, shown)
+    storage = open_storage(data_path, shown)
     observation_space, action_space = storage.observation_space, storage.action_space
     check_supported_spaces(observation_space, action_space, shown)
     metadata = storage.metadata
     if metadata.get("jpeg_encoding", False) and observation_kind(observation_space) == "image":
         # Minari decodes them; what was lost to JPEG is lost to every model and check too.
         print(f"{shown}: frames stored JPEG-encoded (lossy) are read decoded", file=sys.stderr)
-    recorded_task = _recorded_task(metadata)
     if task is not None:
         check_spaces_match(task, observation_space, action_space, shown)
-    task = task or recorded_task
+    task = task or recorded_task(metadata)
 
     total = int(storage.total_episodes)
     if total == 0:
         raise InputError(shown, "the dataset holds no episodes")
-    try:
-        raw_episodes = list(storage.get_episodes(range(total)))
-        episode_metadata = list(storage.get_episode_metadata(range(total)))
-    except InputError:
-        raise
-    except Exception as error:  # h5py, pyarrow and json each fail their own way
-        raise InputError(shown, f"corrupt or truncated dataset ({_first_line(error)})") from None
-    if len(raw_episodes) != total or len(episode_metadata) != total:
-        # Arrow keeps one file per episode: a missing file silently drops that episode.
-        raise InputError(shown, f"the metadata says {total} episodes but {len(raw_episodes)} could be read "
-                                "(episode data missing or damaged)")
-
-    episodes = []
-    for index, (raw, recorded) in enumerate(zip(raw_episodes, episode_metadata)):
-        episode = _episode_from_minari(raw, recorded, observation_space, action_space, index, shown)
-        validate_episode(episode, index, observation_space, action_space, shown)
-        episodes.append(episode)
+    episodes = read_episodes(storage, range(total), shown)
     return Traces(
         episodes=Episodes.from_list(episodes),
         observation_space=observation_space,
@@ -151,6 +136,33 @@ def read_traces(location: str | os.PathLike, task: Task | None = None) -> Traces
         data_path=data_path,
         data_format=metadata.get("data_format", "hdf5"),
     )
+
+
+def read_episodes(storage: MinariStorage, indices: range | list[int] | np.ndarray, shown: str) -> list[Episode]:
+    """The episodes at ``indices`` of an open dataset, each checked against its spaces.
+
+    Raises:
+        InputError: naming ``shown``, if an episode is missing, damaged or unusable.
+    """
+    indices = [int(index) for index in indices]
+    try:
+        raw_episodes = list(storage.get_episodes(indices))
+        episode_metadata = list(storage.get_episode_metadata(indices))
+    except InputError:
+        raise
+    except Exception as error:  # h5py, pyarrow and json each fail their own way
+        raise InputError(shown, f"corrupt or truncated dataset ({_first_line(error)})") from None
+    if len(raw_episodes) != len(indices) or len(episode_metadata) != len(indices):
+        # Arrow keeps one file per episode: a missing file silently drops that episode.
+        missing = len(indices) - min(len(raw_episodes), len(episode_metadata))
+        raise InputError(shown, f"the metadata says {int(storage.total_episodes)} episodes but "
+                                f"{int(storage.total_episodes) - missing} could be read (episode data missing or damaged)")
+    episodes = []
+    for index, raw, recorded in zip(indices, raw_episodes, episode_metadata):
+        episode = _episode_from_minari(raw, recorded, storage.observation_space, storage.action_space, index, shown)
+        validate_episode(episode, index, storage.observation_space, storage.action_space, shown)
+        episodes.append(episode)
+    return episodes
 
 
 def write_traces(
@@ -200,7 +212,7 @@ def append_traces(location: str | os.PathLike, episodes: Episodes, lock_timeout:
         if not (dataset_path / "data" / METADATA_FILE).is_file():
             read_traces(dataset_path)  # says what is wrong with it, if anything
             raise InputError(shown, "can only append to a dataset folder whose data sits in data/")
-        storage = _open_storage(dataset_path / "data", shown)
+        storage = open_storage(dataset_path / "data", shown)
         validate_episodes(episodes, storage.observation_space, storage.action_space, shown)
         if storage.metadata.get("data_format", "hdf5") == "arrow":
             _append_in_place(dataset_path, storage, episodes)
@@ -428,14 +440,14 @@ def _write_dataset(folder: Path, episodes: Episodes, task: Task, data_format: st
     )
 
 
-def _open_storage(data_path: Path, shown: str) -> MinariStorage:
+def open_storage(data_path: Path, shown: str) -> MinariStorage:
     try:
         return MinariStorage.read(data_path)
     except Exception as error:
         raise InputError(shown, f"not a readable Minari dataset ({_first_line(error)})") from None
 
 
-def _recorded_task(metadata: dict) -> Task | None:
+def recorded_task(metadata: dict) -> Task | None:
     try:
         if metadata.get(TASK_METADATA_KEY):
             return get_task(metadata[TASK_METADATA_KEY], json.loads(metadata.get(ENV_KWARGS_METADATA_KEY) or "{}"))
@@ -476,13 +488,22 @@ def _episode_from_minari(raw: dict, recorded: dict, observation_space, action_sp
 
 
 def _add_episodes(storage: MinariStorage, episodes: Episodes) -> None:
-    """Write ``episodes`` after the storage's last, with the policy version of those that have one."""
+    """Write ``episodes`` after the storage's last, each with its content id (and the
+    policy version of those that have one) in its metadata.
+
+    The id is hashed from the episode as it reads back (the dtypes Minari stored), so it
+    equals what `Episodes.content_ids` gives for the file: a reader that takes ids from
+    the metadata (`tasks.trace_index`) splits episodes exactly as one that hashes them.
+    """
     first = int(storage.total_episodes)
     storage.update_episodes(_episode_buffers(episodes))
-    versioned = np.flatnonzero(episodes.policy_versions != NO_POLICY_VERSION)
-    if len(versioned):
-        storage.update_episode_metadata([{POLICY_VERSION_KEY: int(episodes.policy_versions[i])} for i in versioned],
-                                        [first + int(i) for i in versioned])
+    stamps = []
+    for start in range(0, episodes.num_episodes, STAMP_CHUNK):
+        written = range(first + start, first + min(start + STAMP_CHUNK, episodes.num_episodes))
+        stamps += [{CONTENT_ID_KEY: content_id(episode)} for episode in read_episodes(storage, written, "the new episodes")]
+    for index in np.flatnonzero(episodes.policy_versions != NO_POLICY_VERSION):
+        stamps[index][POLICY_VERSION_KEY] = int(episodes.policy_versions[index])
+    storage.update_episode_metadata(stamps, range(first, first + episodes.num_episodes))
 
 
 def _episode_buffers(episodes: Episodes) -> list[EpisodeBuffer]:

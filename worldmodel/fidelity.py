@@ -34,6 +34,8 @@ from tasks.config import config, option
 from tasks.episodes import Episodes
 from worldmodel.conv import PIXEL_MAX
 
+DISAGREEMENT_ROWS = 8192  # transitions whose disagreement one call computes
+
 
 @config
 class FidelityConfig:
@@ -413,11 +415,24 @@ def one_step_errors(model: nnx.Module, episodes: Episodes, obs_std: np.ndarray,
 
 
 def transition_disagreement(model: nnx.Module, episodes: Episodes) -> np.ndarray:
-    """The model's disagreement (`uncertainty`) about every real transition of ``episodes``."""
+    """The model's disagreement (`uncertainty`) about every real transition of ``episodes``.
+
+    Computed `DISAGREEMENT_ROWS` transitions at a time (the last part padded), so any
+    number of transitions costs one compilation and bounded memory.
+    """
     before, _ = episodes.transitions()
     graphdef, state = nnx.split(model)
-    return np.asarray(_disagreement(graphdef, state, jnp.asarray(episodes.observations[before], dtype=jnp.float32),
-                                    jnp.asarray(episodes.actions)))
+
+    def padded(values: np.ndarray) -> jax.Array:
+        return jnp.asarray(np.pad(values, [(0, DISAGREEMENT_ROWS - len(values))] + [(0, 0)] * (values.ndim - 1)))
+
+    parts = []
+    for start in range(0, len(before), DISAGREEMENT_ROWS):
+        rows = before[start:start + DISAGREEMENT_ROWS]
+        spread = _disagreement(graphdef, state, padded(episodes.observations[rows].astype(np.float32)),
+                               padded(episodes.actions[start:start + DISAGREEMENT_ROWS]))
+        parts.append(np.asarray(spread)[: len(rows)])
+    return np.concatenate(parts)
 
 
 @jax.jit

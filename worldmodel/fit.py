@@ -29,10 +29,11 @@ from tasks.config import config, option
 from tasks.episodes import Episodes
 from tasks.errors import RunFailed
 from tasks.run_directory import RunDirectory
-from tasks.sampler import window_batch
+from tasks.sampler import SequenceData, window_batch
 from worldmodel import hosts
 from worldmodel.sharding import (HOST_AXIS, check_batch_divides, data_mesh, host_local, replicate,
                                  sample_global_batch, sharded_sequence_data)
+from worldmodel.streaming import StreamedFitData, TraceStream
 
 
 @config
@@ -94,7 +95,7 @@ class FitResult:
 
 def fit_world_model(
     model: nnx.Module,
-    train: Episodes,
+    train: Episodes | TraceStream,
     validation: Episodes | None,
     config: FitConfig,
     seed: int | jax.Array = 0,
@@ -110,7 +111,9 @@ def fit_world_model(
     Args:
         model: any world model; its current parameters are the starting point, so a
             model fitted earlier is warm-started.
-        train: the training episodes.
+        train: the training episodes, or a `worldmodel.streaming.TraceStream`: a trace
+            file's training and validation episodes read from disk in blocks while fitting
+            (for files larger than memory; then ``validation`` is not used).
         validation: the validation episodes; None falls back to the training episodes
             for elite choice and stops only at ``max_updates``.
         config: fitting settings.
@@ -135,17 +138,48 @@ def fit_world_model(
         FitDiverged: the loss became NaN or infinite.
     """
     started = time.perf_counter()
-    if hasattr(model, "fit_statistics"):
-        model.fit_statistics(train)
     members = getattr(getattr(model, "config", None), "members", 1)
     config = fit_settings(config, model)
     mesh = mesh or data_mesh()
     shards = shards or mesh.shape[HOST_AXIS]
     check_batch_divides(mesh, config.batch_size * members,
                         "--fit.batch-size" + (" x --ensemble.members" if members > 1 else ""), shards)
-    data = sharded_sequence_data(train, shards, mesh)
-    validation_batch = replicate(window_batch(validation if validation is not None else train,
-                                              config.sequence_length), mesh)
+    if isinstance(train, TraceStream):
+        source = StreamedFitData(train, config.sequence_length, shards, mesh, _seed_number(seed))
+    else:
+        source = FitDataInMemory(train, validation, config.sequence_length, shards, mesh)
+    try:
+        return _fit(model, source, config, members, seed, run, resume, progress, metric_prefix, mesh, started)
+    finally:
+        source.close()
+
+
+class FitDataInMemory:
+    """What `fit_world_model` fits from, held whole on the mesh: the training episodes and
+    one batch of every validation window (`worldmodel.streaming.StreamedFitData` reads
+    a trace file in blocks instead)."""
+
+    def __init__(self, train: Episodes, validation: Episodes | None, sequence_length: int, shards: int, mesh: Mesh):
+        self.statistics = train
+        self.has_validation = validation is not None
+        self._data = sharded_sequence_data(train, shards, mesh)
+        self._validation = replicate(window_batch(validation if validation is not None else train, sequence_length), mesh)
+
+    def training_data(self, call: int) -> SequenceData:
+        return self._data
+
+    def validation_batches(self):
+        yield self._validation, 1.0
+
+    def close(self) -> None:
+        pass
+
+
+def _fit(model, source, config: FitConfig, members: int, seed, run, resume, progress, metric_prefix, mesh,
+         started) -> FitResult:
+    """`fit_world_model` once its data source is open."""
+    if hasattr(model, "fit_statistics"):
+        model.fit_statistics(source.statistics)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     # Replicas that differed would train different models without a word: every process
     # starts from process 0's weights and normalisers.
@@ -175,18 +209,19 @@ def fit_world_model(
                desc="fit world model", disable=not progress, file=sys.stderr, leave=False)
     try:
         # A resumed run that had already stopped early stays stopped.
-        stopped_early = validation is not None and progress_state["stale"] >= config.patience
+        stopped_early = source.has_validation and progress_state["stale"] >= config.patience
         while progress_state["call"] < calls and not stopped_early:
             call = progress_state["call"]
+            data = source.training_data(call)
             params, opt_state, metrics = train_calls(params, opt_state, rest, data, jax.random.fold_in(key, call))
+            del data  # a streamed block's memory goes before the next is read
             updates = (call + 1) * config.updates_per_call
             train_loss = float(metrics["loss"])
             if not math.isfinite(train_loss):
                 last = manager.latest_step() if manager is not None else None
                 kept = f"the last good checkpoint (update {last}) is kept in {run.checkpoint_path}" if last else "no checkpoint was written yet"
                 raise FitDiverged(f"world-model loss became {train_loss} by update {updates}; {kept}")
-            validation_loss, validation_metrics = validate(params, rest, validation_batch)
-            validation_loss = float(validation_loss)
+            validation_loss, validation_metrics = _validate_all(validate, params, rest, source)
             improved = validation_loss < progress_state["best_loss"] - config.min_improvement * abs(progress_state["best_loss"])
             if improved or not math.isfinite(progress_state["best_loss"]):
                 best_params = params
@@ -203,7 +238,7 @@ def fit_world_model(
                 run.log(updates, logged)
             if manager is not None:
                 _save(run, manager, graphdef, *hosts.savable((params, opt_state, best_params, rest)), progress_state)
-            stopped_early = validation is not None and progress_state["stale"] >= config.patience
+            stopped_early = source.has_validation and progress_state["stale"] >= config.patience
     finally:
         bar.close()
         if manager is not None:
@@ -213,8 +248,8 @@ def fit_world_model(
     # The model leaves the mesh as this process's copy, usable beside arrays of its own.
     nnx.update(model, host_local(best_params))
     if hasattr(model, "select_elites") and hasattr(model, "validation_loss"):
-        _, final_metrics = validate(best_params, rest, validation_batch)
-        model.select_elites(host_local(final_metrics["member_mse"]))
+        _, final_metrics = _validate_all(validate, best_params, rest, source)
+        model.select_elites(final_metrics["member_mse"])
     seconds = time.perf_counter() - started
     transitions = progress_state["updates"] * config.batch_size * members * config.sequence_length
     return FitResult(
@@ -236,6 +271,13 @@ def _compiled_functions(graphdef, config: FitConfig, members: int, mesh: Mesh):
     """
     optimizer = _optimizer(config)
     return _make_train_calls(graphdef, optimizer, config, members, mesh), _make_validate(graphdef, mesh), optimizer
+
+
+def _seed_number(seed: int | jax.Array) -> int:
+    """An integer for numpy's draws (block order) from a seed or a JAX key."""
+    if isinstance(seed, jax.Array):
+        return int(np.asarray(jax.random.key_data(seed)).ravel()[-1])
+    return int(seed)
 
 
 def _optimizer(config: FitConfig) -> optax.GradientTransformation:
@@ -282,6 +324,20 @@ def _make_validate(graphdef, mesh: Mesh):
         return evaluate(batch)
 
     return validate
+
+
+def _validate_all(validate, params, rest, source) -> tuple[float, dict]:
+    """The validation loss and metrics over every validation batch of ``source``: one
+    batch's as they are, several batches' averaged weighted by their real steps."""
+    results = [(host_local(validate(params, rest, batch)), weight) for batch, weight in source.validation_batches()]
+    if len(results) == 1:
+        (loss, metrics), _ = results[0]
+        return float(loss), {name: np.asarray(value) for name, value in metrics.items()}
+    weights = np.array([weight for _, weight in results]) / sum(weight for _, weight in results)
+    loss = float(sum(w * float(loss) for w, ((loss, _), _) in zip(weights, results)))
+    metrics = {name: sum(w * np.asarray(metrics[name], dtype=np.float64) for w, ((_, metrics), _) in zip(weights, results))
+               for name in results[0][0][1]}
+    return loss, metrics
 
 
 # -- checkpoints ----------------------------------------------------------------------

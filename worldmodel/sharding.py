@@ -131,20 +131,23 @@ def episode_shards(episodes: Episodes, shards: int) -> list[np.ndarray]:
     return [np.arange(s, episodes.num_episodes, shards) for s in range(shards)]
 
 
-def sharded_sequence_data(episodes: Episodes, shards: int, mesh: Mesh) -> SequenceData:
+def sharded_sequence_data(episodes: Episodes, shards: int, mesh: Mesh, step_capacity: int | None = None,
+                          episode_capacity: int | None = None) -> SequenceData:
     """The training episodes as `SequenceData` with a leading shard axis, split over the
     mesh's hosts: this process copies out and puts on its devices only the shards its
     hosts draw from (`episode_shards`).
 
-    Every shard is padded to the same capacities (those of the largest), so the shards
-    stack and a growing trace set recompiles only when the largest shard outgrows them.
+    Every shard is padded to the same capacities (by default the next powers of two
+    above the largest shard's), so the shards stack and a growing trace set recompiles
+    only when the largest shard outgrows them; blocks read in turn (`worldmodel.streaming`)
+    pass capacities that hold any block, so they never recompile.
     """
     hosts = mesh.shape[HOST_AXIS]
     if shards % hosts:
         raise ValueError(f"{shards} episode shards cannot be shared by {hosts} hosts")
     parts = episode_shards(episodes, shards)
-    step_capacity = _next_power_of_two(max(int(episodes.lengths[part].sum()) for part in parts))
-    episode_capacity = _next_power_of_two(max(len(part) for part in parts))
+    step_capacity = step_capacity or _next_power_of_two(max(int(episodes.lengths[part].sum()) for part in parts))
+    episode_capacity = episode_capacity or _next_power_of_two(max(len(part) for part in parts))
     per_host = shards // hosts
     mine = [s for h in range(hosts) if mesh.devices[h, 0].process_index == jax.process_index()
             for s in range(h * per_host, (h + 1) * per_host)]

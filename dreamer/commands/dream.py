@@ -19,9 +19,11 @@ from tasks.errors import InputError
 from tasks.registry import task_from_record
 from tasks.run_directory import RunDirectory
 from tasks.splits import fitting_episodes, recorded_split, split_record
+from tasks.trace_index import open_index
 from tasks.traces import read_traces
 from worldmodel.saving import load, load_spec, save_model
 from worldmodel.sharding import DEVICES_HELP
+from worldmodel.streaming import TraceStream
 
 
 @config
@@ -35,6 +37,10 @@ class DreamCommandConfig:
     updates: int = option(3000, min=1, help="actor-critic updates")
     split_seed: int | None = option(None, help="split seed (default: the one the model was fitted with)")
     resume: bool = option(False, help="continue a killed run in --out from its last checkpoint")
+    block_steps: int | None = option(None, min=1, help="read the trace file in blocks of about this many steps, for "
+                                                       "files larger than memory: the halting threshold is taken "
+                                                       "block by block, and dreams start from a seeded draw of "
+                                                       "training episodes of one block's size (default: read it whole)")
     devices: int | None = option(None, min=1, help=DEVICES_HELP)
     seed: int = option(0, help="seed of the networks and of the dreams")
 
@@ -52,11 +58,16 @@ def run(config: DreamCommandConfig) -> tuple[dict, str]:
     traces_location = config.traces or spec.get("traces")
     if not traces_location:
         raise InputError(config.world_model, "names no trace file; pass --traces")
-    episodes = read_traces(traces_location, task=task).episodes
     split_seed, fractions = recorded_split(spec, str(config.world_model))
     split_seed = split_seed if config.split_seed is None else config.split_seed
-    train, _ = fitting_episodes(episodes, split_seed, fractions)
-    if train is None:
+    if config.block_steps:
+        train = TraceStream.from_split(open_index(traces_location, task=task), split_seed, fractions,
+                                       config.block_steps)
+        empty = len(train.train) == 0
+    else:
+        train, _ = fitting_episodes(read_traces(traces_location, task=task).episodes, split_seed, fractions)
+        empty = train is None
+    if empty:
         raise InputError(traces_location, "has no training episodes to start dreams from")
     # The devices are where a run goes on, not what it computes: a run may resume on others.
     with RunDirectory(config.out, config, resume=config.resume, per_call=("devices",)) as run_dir:

@@ -12,6 +12,7 @@ from tasks.config import config, option
 from tasks.errors import InputError, RunFailed
 from tasks.run_directory import RunDirectory
 from tasks.splits import SplitFractions, fitting_episodes, split_record
+from tasks.trace_index import open_index
 from tasks.traces import read_traces
 from worldmodel.ensemble import EnsembleConfig
 from worldmodel.fit import FitConfig, fit_world_model
@@ -19,6 +20,7 @@ from worldmodel.hosts import HostsConfig, process_zero_says, start, writes_outpu
 from worldmodel.rssm import RSSMConfig
 from worldmodel.saving import build_model_for_spaces, load, load_spec, save_model
 from worldmodel.sharding import DEVICES_HELP, HOST_AXIS, data_mesh
+from worldmodel.streaming import TraceStream
 
 
 @config
@@ -35,6 +37,9 @@ class FitCommandConfig:
     heldout_fraction: float = option(0.1, min=0, max=1, help="share of episodes kept out of all learning, for `check`")
     warm_start: str | None = option(None, help="run directory of a fitted model to start from")
     resume: bool = option(False, help="continue a killed run in --out from its last checkpoint")
+    block_steps: int | None = option(None, min=1, help="read the trace file from disk in blocks of about this many "
+                                                       "steps while fitting, for files larger than memory (default: "
+                                                       "read it whole)")
     devices: int | None = option(None, min=1, help=DEVICES_HELP)
     hosts: HostsConfig = option(HostsConfig(), help="several processes on several hosts as one job "
                                                     "(jax.distributed); process 0 writes --out")
@@ -55,14 +60,23 @@ def run(config: FitCommandConfig) -> tuple[dict, str]:
     start(config.hosts)  # before anything touches a device
     mesh = data_mesh(config.devices)
     processes = mesh.shape[HOST_AXIS]
-    traces = read_traces(config.traces)
+    traces = open_index(config.traces) if config.block_steps else read_traces(config.traces)
     if traces.task is None:
         raise InputError(config.traces, "the trace file names no task; re-import it with --task")
-    train, validation = fitting_episodes(traces.episodes, config.split_seed, config.fractions)
-    if train is None:
+    if config.block_steps:
+        train = TraceStream.from_split(traces, config.split_seed, config.fractions, config.block_steps)
+        validation = None  # the stream reads its own
+        train_episodes, validation_episodes = len(train.train), len(train.validation)
+        print(f"streaming {train_episodes} training episodes ({train.train_steps:,} steps) of {config.traces} in "
+              f"blocks of about {config.block_steps:,} steps", file=sys.stderr)
+    else:
+        train, validation = fitting_episodes(traces.episodes, config.split_seed, config.fractions)
+        train_episodes = 0 if train is None else train.num_episodes
+        validation_episodes = 0 if validation is None else validation.num_episodes
+    if not train_episodes:
         raise InputError(config.traces, "no episode falls in the training split (record more episodes)")
-    if train.num_episodes < processes:
-        raise InputError(config.traces, f"its training split has {train.num_episodes} episodes, too few for "
+    if train_episodes < processes:
+        raise InputError(config.traces, f"its training split has {train_episodes} episodes, too few for "
                                         f"{processes} processes to draw from one each (record more episodes)")
     if config.warm_start:
         model = load(config.warm_start)
@@ -90,8 +104,8 @@ def run(config: FitCommandConfig) -> tuple[dict, str]:
             "eval_steps": 0,
             "wall_seconds": time.perf_counter() - started,
             "task": traces.task.name,
-            "train_episodes": train.num_episodes,
-            "validation_episodes": 0 if validation is None else validation.num_episodes,
+            "train_episodes": train_episodes,
+            "validation_episodes": validation_episodes,
             "updates": result.updates,
             "validation_loss": result.validation_loss,
             "stopped_early": result.stopped_early,
@@ -103,7 +117,7 @@ def run(config: FitCommandConfig) -> tuple[dict, str]:
     together = f" in {processes} processes" if processes > 1 else ""
     wrote = f"wrote {config.out}" if run_dir is not None else f"process 0 wrote {config.out}"
     text = (
-        f"fitted a {config.model} world model on {train.num_episodes} training episodes of {traces.task.name}"
+        f"fitted a {config.model} world model on {train_episodes} training episodes of {traces.task.name}"
         f"{together}: {result.updates} updates, validation loss {result.validation_loss:.4g}"
         f"{' (stopped early)' if result.stopped_early else ''}, {summary['wall_seconds']:.0f} s\n{wrote}"
     )

@@ -61,6 +61,19 @@ def test_dreams_halt_by_default_at_twice_the_largest_disagreement_on_training_tr
     assert summary["uncertainty_penalty"] == 1.0
 
 
+def test_a_dream_reading_its_traces_in_blocks_halts_where_one_reading_them_whole_does(
+        cli, tmp_path, dream_argv, pendulum_world_model, dreamed_pendulum_policy):
+    code, out, err = cli(*dream_argv(pendulum_world_model, tmp_path / "run", 10, "--block-steps", 300, "--json"))
+
+    assert code == 0, err
+    whole = json.loads((dreamed_pendulum_policy / "summary.json").read_text())
+    streamed = json.loads(out)
+    # Blocks of 300 steps hold one or two 200-step episodes: the largest disagreement and
+    # the lowest reward are taken over many blocks, and come out as over the whole split.
+    assert streamed["halt_threshold"] == pytest.approx(whole["halt_threshold"], rel=1e-6)
+    assert streamed["halt_reward"] == pytest.approx(whole["halt_reward"], rel=1e-6)
+
+
 def test_halt_multiple_zero_turns_halting_off(cli, tmp_path, dream_argv, pendulum_world_model):
     code, out, err = cli(*dream_argv(pendulum_world_model, tmp_path / "run", 10, "--halt-multiple", "0", "--json"))
 
