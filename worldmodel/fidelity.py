@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -176,11 +176,13 @@ def _rollout(graphdef, state, context_obs, context_actions, start_obs, actions, 
     return jnp.swapaxes(obs, 0, 1), rewards.T, continues.T
 
 
-def nothing_changes_predictions(windows: OpenLoopWindows, train: Episodes) -> Predictions:
-    """The observation stays put, the reward is the training mean, nothing ends."""
+def nothing_changes_predictions(windows: OpenLoopWindows, train: Episodes | float) -> Predictions:
+    """The observation stays put, the reward is the training mean (of ``train``'s
+    rewards, or that mean given), nothing ends."""
     horizon = windows.actions.shape[1]
     obs = np.repeat(windows.start_obs[:, None], horizon, axis=1)
-    rewards = np.full(windows.rewards.shape, float(train.rewards.mean()))
+    mean = float(train.rewards.mean()) if isinstance(train, Episodes) else float(train)
+    rewards = np.full(windows.rewards.shape, mean)
     return Predictions(obs, rewards, np.ones(windows.rewards.shape))
 
 
@@ -219,6 +221,15 @@ class LinearPredictor:
         ending, *_ = np.linalg.lstsq(ends, train.terminations.astype(np.float64), rcond=None)
         return cls(dynamics, ending, action_encoder)
 
+    @classmethod
+    def from_normal_equations(cls, gram: np.ndarray, moments: np.ndarray, ends_gram: np.ndarray,
+                              ends_moments: np.ndarray, action_encoder) -> LinearPredictor:
+        """The same fits from their normal equations (``X^T X`` and ``X^T y``, summed over
+        blocks of transitions): the least-norm solution, as ``lstsq`` gives on the data."""
+        dynamics, *_ = np.linalg.lstsq(gram, moments, rcond=None)
+        ending, *_ = np.linalg.lstsq(ends_gram, ends_moments, rcond=None)
+        return cls(dynamics, ending, action_encoder)
+
     def predict(self, windows: OpenLoopWindows) -> Predictions:
         samples, horizon = windows.rewards.shape
         obs_size = self.dynamics.shape[1] - 1
@@ -233,6 +244,66 @@ class LinearPredictor:
             continues.append((ended < 0.5).astype(np.float64))
         obs = np.stack(obs, axis=1).reshape(windows.obs.shape)
         return Predictions(obs, np.stack(rewards, axis=1), np.stack(continues, axis=1))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSummary:
+    """What `fidelity_report` takes from the training split.
+
+    Attributes:
+        frames: the observations are camera frames (`holds_frames`).
+        scale: what observation errors are divided by: per-dimension training standard
+            deviations (`observation_scale`), or 255 for frames.
+        reward_mean: the mean training reward ("nothing changes" predicts it).
+        terminates: some training episode ended.
+        linear: the least-squares predictor (None for frames).
+    """
+
+    frames: bool
+    scale: np.ndarray
+    reward_mean: float
+    terminates: bool
+    linear: LinearPredictor | None
+
+    @classmethod
+    def of(cls, train: Episodes, action_encoder) -> TrainingSummary:
+        """The summary of episodes held in memory."""
+        frames = holds_frames(train)
+        return cls(frames, np.float32(PIXEL_MAX) if frames else observation_scale(train), float(train.rewards.mean()),
+                   bool(train.terminations.any()), None if frames else LinearPredictor.fit(train, action_encoder))
+
+    @classmethod
+    def of_blocks(cls, blocks: Iterable[Episodes], action_encoder) -> TrainingSummary:
+        """The summary of episodes read block by block: every part of it is a sum over
+        blocks (the spread merged as in Chan et al.'s parallel variance, the linear fit
+        from its normal equations), so no block is held after it is read."""
+        count, mean, squares, reward_sum, steps, terminates, frames = 0, 0.0, 0.0, 0.0, 0, False, False
+        gram = moments = ends_gram = ends_moments = 0.0
+        for block in blocks:
+            frames = holds_frames(block)
+            flat = block.observations.reshape(len(block.observations), -1).astype(np.float64)
+            if not frames:
+                block_mean = flat.mean(axis=0)
+                delta, total = block_mean - mean, count + len(flat)
+                squares = squares + ((flat - block_mean) ** 2).sum(axis=0) + delta**2 * count * len(flat) / total
+                mean, count = mean + delta * len(flat) / total, total
+                before, after = block.transitions()
+                inputs = _linear_inputs(flat[before], action_encoder(block.actions))
+                targets = np.concatenate([flat[after] - flat[before], block.rewards[:, None]], axis=1)
+                ends = np.concatenate([flat[after], np.ones((len(after), 1))], axis=1)
+                gram, moments = gram + inputs.T @ inputs, moments + inputs.T @ targets
+                ends_gram = ends_gram + ends.T @ ends
+                ends_moments = ends_moments + ends.T @ block.terminations.astype(np.float64)
+            reward_sum += float(block.rewards.astype(np.float64).sum())
+            steps += block.num_steps
+            terminates = terminates or bool(block.terminations.any())
+        if not steps:
+            raise ValueError("no training episodes to summarise")
+        if frames:
+            return cls(True, np.float32(PIXEL_MAX), reward_sum / steps, terminates, None)
+        std = np.sqrt(squares / count)
+        linear = LinearPredictor.from_normal_equations(gram, moments, ends_gram, ends_moments, action_encoder)
+        return cls(False, np.where(std < 1e-8, 1.0, std), reward_sum / steps, terminates, linear)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,52 +401,65 @@ def fidelity_metrics(
     return metrics_from_sums(horizon_sums(predictions, windows, obs_std), min_samples, terminates)
 
 
-def fidelity_report(model: nnx.Module, heldout: Episodes, train: Episodes, config: FidelityConfig,
-                    key: jax.Array) -> dict:
+def fidelity_report(model: nnx.Module, heldout: Episodes | Iterable[Episodes],
+                    train: Episodes | TrainingSummary, config: FidelityConfig, key: jax.Array) -> dict:
     """The model and the trivial predictors, measured open loop on ``heldout``.
 
-    ``train`` is what the model learned from: it scales observation errors and fits the
-    linear predictor. For camera frames (`holds_frames`) errors are in pixel values read
-    in ``[0, 1]``, and ``linear`` is None. Windows go through in equal blocks
-    (``config.block_megabytes``); the model's key is folded with each block's index
-    after the first, so a held-out set that fits in one block is measured as a whole.
+    ``train`` is what the model learned from (or its `TrainingSummary`): it scales
+    observation errors and fits the linear predictor. For camera frames (`holds_frames`)
+    errors are in pixel values read in ``[0, 1]``, and ``linear`` is None. ``heldout``
+    may come as blocks of episodes (a trace file read in parts). Windows go through in
+    equal blocks (``config.block_megabytes``); the model's key is folded with each
+    block's index after the first, so a held-out set that fits in one block is measured
+    as a whole.
 
     Returns the report: ``heldout_episodes``, ``context`` (real steps observed before
     each rollout, its start included: ``context + 1`` observations), ``rollouts``,
     ``horizons`` (steps imagined after the context), ``obs_units`` and ``predictors``.
     """
     context = config.context if config.context is not None else getattr(model, "context_length", 0)
-    starts = window_starts(heldout, config.start_every, context)
-    frames = holds_frames(train)
-    scale = np.float32(PIXEL_MAX) if frames else observation_scale(train)
-    terminates = bool(train.terminations.any() or heldout.terminations.any())
-    encode = lambda actions: np.asarray(model.encode_action(np.asarray(actions)))  # noqa: E731
-    linear = None if frames else LinearPredictor.fit(train, encode)
+    summary = train if isinstance(train, TrainingSummary) else TrainingSummary.of(train, action_encoder(model))
     predictors = {
         "model": lambda windows, index: model_predictions(model, windows, key if index == 0 else jax.random.fold_in(key, index)),
-        "nothing_changes": lambda windows, _: nothing_changes_predictions(windows, train),
-        **({} if linear is None else {"linear": lambda windows, _: linear.predict(windows)}),
+        "nothing_changes": lambda windows, _: nothing_changes_predictions(windows, summary.reward_mean),
+        **({} if summary.linear is None else {"linear": lambda windows, _: summary.linear.predict(windows)}),
     }
-    per_block = rollouts_per_block(heldout, config.horizon, context, config.block_megabytes, len(starts))
     sums: dict[str, HorizonSums] = {}
-    for index, first in enumerate(range(0, len(starts), per_block)):
-        block = starts[first:first + per_block]
-        real = np.arange(per_block) < len(block)
-        # The last block is padded with invalid copies of its last window: one shape, one compilation.
-        windows = windows_at(heldout, block[np.minimum(np.arange(per_block), len(block) - 1)], config.horizon,
-                             context, valid_rows=real)
-        for name, predict in predictors.items():
-            block_sums = horizon_sums(predict(windows, index), windows, scale)
-            sums[name] = block_sums if name not in sums else sums[name] + block_sums
+    terminates, episodes, rollouts, index = summary.terminates, 0, 0, 0
+    for part in [heldout] if isinstance(heldout, Episodes) else heldout:
+        episodes += part.num_episodes
+        terminates = terminates or bool(part.terminations.any())
+        if not (part.lengths > context).any():
+            continue  # no window starts in this block
+        starts = window_starts(part, config.start_every, context)
+        rollouts += len(starts)
+        per_block = rollouts_per_block(part, config.horizon, context, config.block_megabytes, len(starts))
+        for first in range(0, len(starts), per_block):
+            block = starts[first:first + per_block]
+            real = np.arange(per_block) < len(block)
+            # The last block is padded with invalid copies of its last window: one shape, one compilation.
+            windows = windows_at(part, block[np.minimum(np.arange(per_block), len(block) - 1)], config.horizon,
+                                 context, valid_rows=real)
+            for name, predict in predictors.items():
+                block_sums = horizon_sums(predict(windows, index), windows, summary.scale)
+                sums[name] = block_sums if name not in sums else sums[name] + block_sums
+            index += 1
+    if not rollouts:
+        raise ValueError(f"no held-out episode is longer than the context of {context} steps")
     measured = {name: metrics_from_sums(total, config.min_samples, terminates) for name, total in sums.items()}
     return {
-        "heldout_episodes": heldout.num_episodes,
+        "heldout_episodes": episodes,
         "context": context,
-        "rollouts": int(len(starts)),
+        "rollouts": rollouts,
         "horizons": list(range(1, config.horizon + 1)),
-        "obs_units": "pixel values in [0, 1]" if frames else "standard deviations of the training split",
-        "predictors": {**measured, **({"linear": None} if frames else {})},
+        "obs_units": "pixel values in [0, 1]" if summary.frames else "standard deviations of the training split",
+        "predictors": {**measured, **({"linear": None} if summary.frames else {})},
     }
+
+
+def action_encoder(model: nnx.Module) -> Callable[[np.ndarray], np.ndarray]:
+    """Actions as ``model`` takes them (one-hot for discrete), as numpy: the linear predictor's inputs."""
+    return lambda actions: np.asarray(model.encode_action(np.asarray(actions)))
 
 
 def holds_frames(episodes: Episodes) -> bool:

@@ -74,15 +74,21 @@ class TraceStream:
         return self.index.read(np.sort(order[: max(int(np.searchsorted(steps, self.block_steps, side="right")), 1)]))
 
     def blocks(self) -> Iterator[Episodes]:
-        """The training episodes in file order, one block at a time (the next read ahead)."""
-        blocks = cut_into_blocks(self.train, self.index.lengths, self.block_steps)
-        reader = ReadAhead(lambda number: self.index.read(blocks[number]),
-                           lambda number: number + 1 if number + 1 < len(blocks) else None)
-        try:
-            for number in range(len(blocks)):
-                yield reader.get(number)
-        finally:
-            reader.close()
+        """The training episodes in file order, one block at a time (`read_in_blocks`)."""
+        return read_in_blocks(self.index, self.train, self.block_steps)
+
+
+def read_in_blocks(index: TraceIndex, episodes: np.ndarray, block_steps: int) -> Iterator[Episodes]:
+    """The episodes at ``episodes``, in that order, one block of about ``block_steps``
+    steps at a time, the next block read ahead on a background thread."""
+    blocks = cut_into_blocks(episodes, index.lengths, block_steps)
+    reader = ReadAhead(lambda number: index.read(blocks[number]),
+                       lambda number: number + 1 if number + 1 < len(blocks) else None)
+    try:
+        for number in range(len(blocks)):
+            yield reader.get(number)
+    finally:
+        reader.close()
 
 
 def cut_into_blocks(order: np.ndarray, lengths: np.ndarray, block_steps: int, min_episodes: int = 1) -> list[np.ndarray]:

@@ -185,6 +185,29 @@ def test_check_reports_every_predictor_at_every_horizon_and_writes_its_files(cap
     assert (run / "fidelity.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
+def test_a_check_reading_its_traces_in_blocks_measures_what_one_reading_them_whole_does(
+        capfd, tmp_path, cartpole_run, cartpole_traces):
+    reports = {}
+    for name, extra in (("whole", []), ("blocks", ["--block-steps", "40"])):
+        capfd.readouterr()
+        code = main(["check", "--world-model", str(cartpole_run), "--traces", str(cartpole_traces),
+                     "--fidelity.horizon", "10", "--out", str(tmp_path / name), "--json", *extra])
+        out, err = capfd.readouterr()
+        assert code == 0, err
+        reports[name] = json.loads(out)
+    whole, blocks = reports["whole"], reports["blocks"]
+    # Blocks of 40 steps hold one to three episodes; the training summary is built from
+    # sums over blocks, the windows cut block by block.
+    assert (blocks["rollouts"], blocks["heldout_episodes"]) == (whole["rollouts"], whole["heldout_episodes"])
+    for name in ("nothing_changes", "linear"):
+        for measure, values in whole["predictors"][name].items():
+            assert blocks["predictors"][name][measure] == pytest.approx(values, rel=1e-4, abs=1e-6), (name, measure)
+    # The model draws its elites with keys folded per block of windows, so it is measured
+    # on other draws: close, not equal.
+    assert blocks["predictors"]["model"]["obs_rmse"] == pytest.approx(whole["predictors"]["model"]["obs_rmse"], rel=0.1)
+    assert blocks["dream_plots"] == whole["dream_plots"]
+
+
 def test_check_reports_no_termination_accuracy_for_a_task_that_never_terminates(capfd, tmp_path, pendulum_run, pendulum_traces):
     run = tmp_path / "run"
     shutil.copytree(pendulum_run, run)
