@@ -3,11 +3,13 @@
     python benchmarks/bench_worldmodel.py        # prints one JSON object
 
 Ensemble of 7 members, 4 hidden layers of 200 units (SiLU), on Pendulum traces. Fitting
-is timed in transitions per second. Imagination is timed for 4096 and 256 start states
-over a horizon of 15 with a 2x64 actor choosing the actions, in imagined transitions per
-second; its useful work is the matmul FLOPs of one member per imagined transition plus
-the actor's forward pass, shown as GFLOP/s and as a fraction of the float32 matmul rate
-measured in the same run.
+is timed in transitions per second. Imagination is timed for 4096, 1024 and 256 start
+states over a horizon of 15 with a 2x64 actor choosing the actions, with and without the
+per-step disagreement, in imagined transitions per second (the median of 5 timings); its
+useful work is the matmul FLOPs of one member per imagined transition plus the actor's
+forward pass, shown as GFLOP/s and as a fraction of the float32 matmul rate measured in
+the same run. Beside them: the disagreement's cost, and the rate a bare chain of one
+hidden layer's matmuls reaches at 256 and 52 rows.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,6 +49,29 @@ def best_seconds(function, *args, repeats: int = 5, calls: int = 10) -> float:
         jax.block_until_ready(result)
         best = min(best, (time.perf_counter() - started) / calls)
     return best
+
+
+def median_seconds(function, *args, repeats: int = 5, calls: int = 10) -> float:
+    """The median of ``repeats`` timings of ``calls`` back-to-back calls, per call."""
+    jax.block_until_ready(function(*args))
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(calls):
+            result = function(*args)
+        jax.block_until_ready(result)
+        timings.append((time.perf_counter() - started) / calls)
+    return float(np.median(timings))
+
+
+def small_matmul_fraction(rows: int, width: int, peak: float) -> float:
+    """The rate of a chain of dependent ``[rows, width] x [width, width]`` matmuls (one
+    member's hidden layer at ``rows`` states) as a fraction of ``peak``: the ceiling
+    small batches meet before any per-step work of imagination."""
+    weights = jax.random.normal(jax.random.key(0), (width, width)) / width**0.5
+    chain = jax.jit(lambda w, x: jax.lax.scan(lambda x, _: (x @ w, None), x, None, 60)[0].sum())
+    seconds = median_seconds(chain, weights, jax.random.normal(jax.random.key(1), (rows, width)))
+    return 60 * 2 * rows * width * width / seconds / 1e9 / peak
 
 
 def matmul_gflops() -> float:
@@ -97,7 +123,7 @@ def time_imagination(model: EnsembleModel, actor: Actor, batch: int, with_uncert
         return imagined.rewards.sum() + imagined.features.sum() + imagined.uncertainties.sum()
 
     start_obs = jax.random.normal(jax.random.key(0), (batch, *model.observation_shape))
-    seconds = best_seconds(rollout, model_state, actor_state, start_obs, jax.random.key(1))
+    seconds = median_seconds(rollout, model_state, actor_state, start_obs, jax.random.key(1))
     transitions_per_second = batch * HORIZON / seconds
     useful = member_flops(model) + actor_flops(model._obs_size, model.action_size, actor.config)
     return {
@@ -117,14 +143,18 @@ def main() -> None:
     actor = Actor(task.observation_space.shape[0], task.action_space, NetworkConfig(), nnx.Rngs(1))
     peak_before = matmul_gflops()
     fit = time_fit(model, episodes)
-    imagination = [time_imagination(model, actor, batch, False) for batch in (4096, 256)]
-    imagination.append(time_imagination(model, actor, 4096, True))
+    imagination = [time_imagination(model, actor, batch, uncertainty)
+                   for uncertainty in (False, True) for batch in (4096, 1024, 256)]
     # This machine's speed drifts (shared cores); the rate is measured before and after,
     # and the higher taken, so fractions are never flattered by a slow moment.
     peak = max(peak_before, matmul_gflops())
     for entry in imagination:
         entry["fraction_of_matmul_rate"] = entry["useful_gflops"] / peak
     fit["fraction_of_matmul_rate"] = fit["gflops"] / peak
+    rate = {(entry["batch"], entry["with_uncertainty"]): entry["imagined_transitions_per_second"]
+            for entry in imagination}
+    with_over_without = {str(batch): rate[batch, True] / rate[batch, False] for batch in (4096, 1024, 256)}
+    ceiling = {str(rows): small_matmul_fraction(rows, 200, peak) for rows in (256, 52)}
     print(json.dumps({
         "machine": machine_info(),
         "matmul_gflops_float32": peak,
@@ -132,6 +162,11 @@ def main() -> None:
         "ensemble": {"members": 7, "elites": 5, "hidden_layers": 4, "hidden_size": 200},
         "fit": fit,
         "imagination": imagination,
+        # The per-step disagreement costs every elite's forward pass (five for one).
+        "uncertainty_rate_over_plain_rate": with_over_without,
+        # One hidden layer's matmul chain at 256 rows (one member for every state) and at
+        # 52 (each of five elites' share of 256 states), as fractions of the rate.
+        "hidden_layer_matmul_fraction_by_rows": ceiling,
     }, indent=2))
 
 

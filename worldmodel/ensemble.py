@@ -29,6 +29,9 @@ from tasks.config import config, option
 from tasks.normalizer import Normalizer, Statistic
 
 
+ELITE_ROWS = 1024  # rows every elite predicts at once (`EnsembleModel._predict_every_elite`)
+
+
 @config
 class EnsembleConfig:
     """Size and likelihood settings of the ensemble.
@@ -194,7 +197,7 @@ class EnsembleModel(nnx.Module):
         elites = self.config.elites
         member_key, noise_key = jax.random.split(key)
         inputs = self._inputs(state.reshape(batch, -1), action)
-        mean, logvar = self._predict(jnp.broadcast_to(inputs, (elites, *inputs.shape)), self.elite_members[...])
+        mean, logvar = self._predict_every_elite(inputs)
         disagreement = self._disagreement(mean)
         # As in `step`: rows fall in `elites` equal groups, group g served by elite slot g + shift.
         group = -(-batch // elites)
@@ -216,7 +219,7 @@ class EnsembleModel(nnx.Module):
         batch = state.shape[0]
         elites = self.config.elites
         inputs = self._inputs(state.reshape(batch, -1), action)
-        mean, logvar = self._predict(jnp.broadcast_to(inputs, (elites, *inputs.shape)), self.elite_members[...])
+        mean, logvar = self._predict_every_elite(inputs)
         pairs = jax.vmap(jax.random.split)(keys)
         # As in `step` for a batch of one: the row is in the first group, served by elite `shift`.
         shift = jax.vmap(lambda key: jax.random.randint(key, (), 0, elites))(pairs[:, 0])
@@ -252,9 +255,7 @@ class EnsembleModel(nnx.Module):
         dimensions: zero where the elites agree, large off the data.
         """
         batch = state.shape[0]
-        inputs = self._inputs(state.reshape(batch, -1), action)
-        elites = self.config.elites
-        mean, _ = self._predict(jnp.broadcast_to(inputs, (elites, *inputs.shape)), self.elite_members[...])
+        mean, _ = self._predict_every_elite(self._inputs(state.reshape(batch, -1), action))
         return self._disagreement(mean)
 
     def _disagreement(self, elite_means: jax.Array) -> jax.Array:
@@ -291,6 +292,23 @@ class EnsembleModel(nnx.Module):
     @staticmethod
     def _split_members(values: jax.Array, members: int) -> jax.Array:
         return values.reshape(members, values.shape[0] // members, *values.shape[1:])
+
+    def _predict_every_elite(self, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Every elite's mean and log-variance ``[elites, B, out]`` for ``inputs [B, in]``.
+
+        Large batches go through `ELITE_ROWS` rows at a time: all the elites' activations
+        of a whole large batch (elites x B x hidden) outgrow the caches, and the pass then
+        runs slower than it does in parts.
+        """
+        elites, batch = self.config.elites, inputs.shape[0]
+        every = lambda x: self._predict(jnp.broadcast_to(x, (elites, *x.shape)), self.elite_members[...])  # noqa: E731
+        if batch <= ELITE_ROWS:
+            return every(inputs)
+        parts = -(-batch // ELITE_ROWS)
+        padded = jnp.pad(inputs, ((0, parts * ELITE_ROWS - batch), (0, 0))).reshape(parts, ELITE_ROWS, -1)
+        mean, logvar = jax.lax.map(every, padded)  # [parts, elites, rows, out]
+        whole = lambda x: x.swapaxes(0, 1).reshape(elites, parts * ELITE_ROWS, -1)[:, :batch]  # noqa: E731
+        return whole(mean), whole(logvar)
 
     def _predict(self, x: jax.Array, members: jax.Array | None) -> tuple[jax.Array, jax.Array]:
         """Mean and bounded log-variance, normalised, for ``x [n, B, in]``.

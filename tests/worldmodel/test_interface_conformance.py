@@ -19,7 +19,7 @@ from flax import nnx
 
 from tasks.registry import get_task
 from tests.worldmodel.conformance import check_world_model_conformance, real_transitions
-from worldmodel.ensemble import EnsembleConfig, EnsembleModel
+from worldmodel.ensemble import ELITE_ROWS, EnsembleConfig, EnsembleModel
 from worldmodel.losses import gaussian_nll, soft_bound, weighted_binary_cross_entropy
 from worldmodel.saving import build_model
 
@@ -124,6 +124,21 @@ def test_one_pass_of_every_elite_gives_the_step_and_the_uncertainty(pendulum_epi
             np.testing.assert_allclose(reward, expected_reward, rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(continues, expected_continue, rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(uncertainty, jax.device_get(model.uncertainty(start, action)), rtol=1e-5)
+
+
+def test_every_elite_predicts_a_batch_larger_than_one_part_as_it_predicts_it_whole(pendulum_episodes):
+    model = tiny_ensemble("pendulum")
+    model.fit_statistics(pendulum_episodes)
+    rows = 2 * ELITE_ROWS + 37  # three parts, the last padded
+    inputs = jax.random.normal(jax.random.key(0), (rows, 4))
+    elites = model.config.elites
+
+    in_parts = jax.jit(lambda x: model._predict_every_elite(x))(inputs)
+    whole = jax.jit(lambda x: model._predict(jnp.broadcast_to(x, (elites, *x.shape)), model.elite_members[...]))(inputs)
+
+    for part, expected in zip(in_parts, whole):
+        assert part.shape == (elites, rows, 4)
+        np.testing.assert_allclose(part, expected, rtol=1e-6, atol=1e-6)
 
 
 # -- the loss functions ------------------------------------------------------------------
