@@ -33,9 +33,11 @@ import numpy as np
 from flax import nnx
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from worldmodel import dream_functional as functional
 from worldmodel.dream_calls import dream_calls, seed_keys
+from worldmodel.sharding import BATCH_AXES, data_mesh
 
 
 class DreamVectorEnv(gym.vector.VectorEnv):
@@ -63,6 +65,9 @@ class DreamVectorEnv(gym.vector.VectorEnv):
             ``per_environment`` (each environment's own, so environment i dreams exactly
             as a `DreamEnv` seeded ``seed + i`` with any model; the ensemble then runs
             every elite for every environment).
+        devices: local devices the environments are split over (the model replicated on
+            each); default: the most that share ``num_envs`` evenly, so all of them when
+            they divide it.
 
     Raises:
         InputError: the run directory holds no model, or its traces cannot be read.
@@ -84,6 +89,7 @@ class DreamVectorEnv(gym.vector.VectorEnv):
         with_uncertainty: bool = True,
         autoreset_mode: str = "next_step",
         draws: str = "shared",
+        devices: int | None = None,
     ):
         modes = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
         mode = autoreset_mode.value if isinstance(autoreset_mode, AutoresetMode) else autoreset_mode
@@ -112,6 +118,12 @@ class DreamVectorEnv(gym.vector.VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         graphdef, model_state = nnx.split(self.dream.world_model)
         self._model_leaves, treedef = jax.tree.flatten(model_state)
+        # The environments are split over the devices, the model and the rules replicated:
+        # every call then runs on all of them, the compiler keeping each device's share.
+        mesh = environment_mesh(devices, self.num_envs)
+        self._across, whole = NamedSharding(mesh, PartitionSpec(BATCH_AXES)), NamedSharding(mesh, PartitionSpec())
+        self._model_leaves = jax.device_put(self._model_leaves, whole)
+        self.dream = dataclasses.replace(self.dream, params=jax.device_put(self.dream.params, whole))
         self._with_uncertainty = bool(with_uncertainty)
         self._calls = dream_calls(graphdef, treedef, self._with_uncertainty, draws == "per_environment")
         self._first_seed = seed
@@ -140,14 +152,15 @@ class DreamVectorEnv(gym.vector.VectorEnv):
             reseed &= mask
         if reseed.any():
             fresh = seed_keys([0 if s is None else s for s in seeds])
-            self._keys = fresh if reseed.all() else jnp.where(reseed, fresh, self._keys)
+            self._keys = jax.device_put(fresh if reseed.all() else jnp.where(reseed, fresh, self._keys), self._across)
 
         params = self.dream.params
         if mask is None or self._state is None:
             self._state, self._keys, observation = self._calls.reset(self._model_leaves, params, self._keys)
         else:
             self._state, self._keys, observation = self._calls.reset_some(
-                self._model_leaves, params, self._keys, self._state, self._last_observation, mask
+                self._model_leaves, params, self._keys, self._state, self._last_observation,
+                jax.device_put(mask, self._across)
             )
         self._last_observation = observation
         return np.array(observation, dtype=self.single_observation_space.dtype), {}
@@ -155,7 +168,7 @@ class DreamVectorEnv(gym.vector.VectorEnv):
     def step(self, actions):
         if self._state is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        actions = np.asarray(actions).reshape(self.action_space.shape)
+        actions = jax.device_put(np.asarray(actions).reshape(self.action_space.shape), self._across)
         same_step = self.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP
         call = self._calls.same_step if same_step else self._calls.next_step
         self._state, self._keys, observation, scalars, final_observation = call(
@@ -190,3 +203,18 @@ class DreamVectorEnv(gym.vector.VectorEnv):
         if not mask.any():
             raise ValueError("options['reset_mask'] must select at least one environment")
         return mask
+
+
+def environment_mesh(devices: int | None, num_envs: int) -> Mesh:
+    """The devices ``num_envs`` environments are split over: ``devices`` of them, or by
+    default the most local devices that share the environments evenly.
+
+    Raises:
+        ValueError: ``devices`` cannot share ``num_envs`` evenly.
+        InputError: more devices are asked for than this machine has.
+    """
+    if devices is None:
+        devices = max(count for count in range(1, len(jax.local_devices()) + 1) if num_envs % count == 0)
+    elif isinstance(devices, bool) or not isinstance(devices, numbers.Integral) or num_envs % devices:
+        raise ValueError(f"{num_envs} environments cannot be split evenly over {devices!r} devices")
+    return data_mesh(int(devices))

@@ -2,7 +2,7 @@
 over all of them and ends where the same fit on one device ends, also when the devices are
 laid out as two hosts that each draw their share of every batch from their own episode
 shard; the dream trainer splits each update's start states over them and ends where one
-device ends.
+device ends; the gymnasium dream environments step as they do on one.
 
 XLA fixes the number of CPU devices when JAX starts, so the 8-device runs happen in a
 subprocess that sets ``XLA_FLAGS`` first. On a 2-core machine 8 devices are slower than
@@ -105,6 +105,34 @@ EIGHT_DEVICES = textwrap.dedent("""
         result[f"dream_agree_after_{updates}"] = all(np.allclose(b, a, rtol=rtol, atol=1e-6) for a, b in zip(one, eight))
         result[f"dream_largest_difference_after_{updates}"] = max(float(np.abs(a - b).max()) for a, b in zip(one, eight))
         result[f"dream_largest_change_{updates}"] = max(float(np.abs(a - b).max()) for a, b in zip(one, dreamed[1][0]))
+
+    # The gymnasium vector environment of the same model: 16 environments split over 8
+    # devices step as they do on one, from the same seed and with the same actions.
+    import tempfile
+    from tasks.splits import SplitFractions, split_record
+    from tasks.traces import write_traces
+    from worldmodel.dream_vector_env import DreamVectorEnv
+    from worldmodel.saving import save_model
+    folder = tempfile.mkdtemp()
+    write_traces(folder + "/traces", episodes, task)
+    save_model(folder + "/model", model, {**task.record(), "traces": folder + "/traces",
+                                         "split": split_record(0, SplitFractions(1.0, 0.0, 0.0))})
+    actions = np.random.default_rng(0).uniform(-2, 2, (6, 16, 1)).astype(np.float32)
+    shown = {}
+    for devices in (1, 8):
+        envs = DreamVectorEnv(folder + "/model", num_envs=16, devices=devices)
+        seen = [envs.reset(seed=3)[0]]
+        for action in actions:
+            observation, reward, *_ = envs.step(action)
+            seen += [observation, reward[:, None]]
+        shown[devices] = np.concatenate(seen, axis=1)
+        result["envs_state_on"] = len(envs._state.steps.sharding.device_set)
+    result["envs_largest_difference"] = float(np.abs(shown[1] - shown[8]).max())
+    result["envs_agree"] = bool(np.allclose(shown[1], shown[8], rtol=1e-5, atol=1e-5))
+    try:
+        DreamVectorEnv(folder + "/model", num_envs=12, devices=8)
+    except ValueError as error:
+        result["envs_refused"] = str(error)
     print(json.dumps(result))
 """)
 
@@ -136,6 +164,13 @@ def test_dreams_on_eight_devices_split_their_batches_and_match_one_device(eight_
     refused = eight_devices["dream_refused"]
     assert "--dream.batch-size" in refused and "a batch of 12 cannot be split evenly over 8 devices" in refused
     assert len(refused.splitlines()) == 1
+
+
+def test_dream_environments_on_eight_devices_step_as_they_do_on_one(eight_devices):
+    """16 `DreamVectorEnv` environments split 2 per device, reset and stepped 6 times."""
+    assert eight_devices["envs_state_on"] == 8
+    assert eight_devices["envs_agree"], eight_devices["envs_largest_difference"]
+    assert eight_devices["envs_refused"] == "12 environments cannot be split evenly over 8 devices"
 
 
 def test_each_shard_draws_its_share_of_the_batch_with_its_own_key_interleaved(pendulum_episodes):
