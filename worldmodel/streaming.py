@@ -8,10 +8,11 @@ windows from any two episodes meet in some block, and a call's block depends onl
 seed and the call's index: a resumed fit reads the blocks an uninterrupted one reads.
 
 Validation runs over the validation split in blocks of `VALIDATION_STEPS` steps, and
-their losses are averaged weighted by their real steps. Normalisers are fitted on a seeded sample of the
-training episodes of one block's size. Resident memory is thus bounded by the block
-size (the block being trained on, the one being read, a validation block), whatever the
-size of the file.
+their losses are averaged weighted by their real steps (without validation episodes, on
+the normalisers' sample). Normalisers are fitted on a seeded sample of the training
+episodes of one block's size. Resident memory is thus bounded by the block size (the
+block being trained on, the one being read, a validation block), whatever the size of
+the file.
 """
 
 from __future__ import annotations
@@ -180,6 +181,10 @@ class StreamedFitData:
         self._reader = ReadAhead(self._read, self._following)
         self._last_call = 0
         self.statistics = stream.sample(seed)
+        # Without validation episodes, elites are chosen on the sample (as `fit_world_model`
+        # chooses them on the training episodes), and the fit runs to its last update.
+        self._fallback = [] if self._validation_blocks else [
+            (replicate(window_batch(self.statistics, sequence_length), mesh), 1.0)]
 
     @property
     def has_validation(self) -> bool:
@@ -195,6 +200,7 @@ class StreamedFitData:
         each with its count of real steps."""
         for block in range(len(self._validation_blocks)):
             yield from self._reader.get(("validation", block))
+        yield from self._fallback
 
     def close(self) -> None:
         self._reader.close()

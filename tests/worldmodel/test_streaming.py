@@ -106,6 +106,15 @@ def test_a_streamed_fit_learns_in_blocks_and_compiles_once(cartpole_traces, capl
     assert _mean_error(model, validation) < 0.3 * untrained
 
 
+def test_a_streamed_fit_without_validation_episodes_runs_to_its_last_update(cartpole_traces):
+    stream = TraceStream.from_split(open_index(cartpole_traces), 0, SplitFractions(0.9, 0.0, 0.1), block_steps=100)
+    model = EnsembleModel((4,), 2, True, TINY, nnx.Rngs(0))
+    config = FitConfig(batch_size=32, updates_per_call=25, max_updates=50, patience=1)
+    result = fit_world_model(model, stream, None, config, seed=0, progress=False)
+    assert len(stream.validation) == 0 and result.updates == 50 and not result.stopped_early
+    assert np.isfinite(result.validation_loss)
+
+
 def test_the_fit_command_streams_with_block_steps(tmp_path, cartpole_traces, fit_argv, capfd):
     from dreamer.cli import main
     capfd.readouterr()
