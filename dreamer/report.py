@@ -75,6 +75,8 @@ def arm_summary(arm: dict, threshold: float | None, eval_every: int | None = Non
         iqm, interval = iqm_with_interval([not_reached if steps is None else steps for steps in per_seed])
     final_returns = [run["final_mean_return"] for run in runs if run.get("final_mean_return") is not None]
     final_iqm, final_interval = iqm_with_interval(final_returns) if final_returns else (None, None)
+    at_budget = [run["return_at_budget"] for run in runs if run.get("return_at_budget") is not None]
+    budget_iqm, budget_interval = iqm_with_interval(at_budget) if at_budget else (None, None)
     wall_seconds = [run["wall_seconds"] for run in runs if run.get("wall_seconds") is not None]
     return {
         "name": arm["name"],
@@ -92,6 +94,7 @@ def arm_summary(arm: dict, threshold: float | None, eval_every: int | None = Non
             "lost_after_reaching": [bool(run.get("lost_after_reaching")) for run in runs],
         },
         "final_mean_return": {"iqm": final_iqm, "interval": final_interval, "per_seed": final_returns},
+        "return_at_budget": {"iqm": budget_iqm, "interval": budget_interval, "per_seed": at_budget},
         "wall_seconds": _spread(wall_seconds),
     }
 
@@ -387,11 +390,12 @@ def _arms_section(results: dict, summaries: list[dict]) -> str:
     lines = ["## Arms", "", _protocol(results, threshold), ""]
     lines += _table(
         ["arm", "algorithm", "seeds", "real-step budget", "real steps to threshold: IQM [95% interval] (per seed)",
-         "final real return: IQM [95% interval]", "wall-clock per run: median"],
+         "final real return: IQM [95% interval]", "return at budget, last 3 evaluations: IQM (per seed)",
+         "wall-clock per run: median"],
         [[s["label"], s["algorithm"] or "-", ", ".join(str(seed) for seed in s["seeds"]),
           _steps(s["budget_real_steps"]), _steps_cell(s, threshold), _return_cell(s["final_mean_return"]),
-          _duration(s["wall_seconds"]["median"])] for s in summaries],
-        align="lllrrrr",
+          _budget_cell(s.get("return_at_budget")), _duration(s["wall_seconds"]["median"])] for s in summaries],
+        align="lllrrrrr",
     )
     return "\n".join(lines)
 
@@ -406,7 +410,9 @@ def _protocol(results: dict, threshold: float | None) -> str:
                      f"from fresh reset seeds{acting}.")
     if evaluation.get("every"):
         parts.append(f"Every arm is evaluated on one grid, every {_every(evaluation['every'])} up to its budget, "
-                     "each point with the policy in force there (the random policy before the first one).")
+                     "each point with the policy in force there (the random policy before the first one). "
+                     "Return at budget is the mean of a run's last 3 evaluations (for an arm learning from a "
+                     "fixed file, its one policy's return).")
     if threshold is None:
         parts.append("The task has no reward threshold.")
     else:
@@ -441,6 +447,13 @@ def _return_cell(summary: dict) -> str:
     if summary["iqm"] is None:
         return "-"
     return f"{_number(summary['iqm'])} [{_interval(summary['interval'])}]"
+
+
+def _budget_cell(summary: dict | None) -> str:
+    """An arm's return at its budget over seeds (results written before it was kept: -)."""
+    if not summary or summary["iqm"] is None:
+        return "-"
+    return f"{_number(summary['iqm'])} ({', '.join(_number(value) for value in summary['per_seed'])})"
 
 
 def _heldout_section(heldout: dict | None) -> str:

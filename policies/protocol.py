@@ -24,6 +24,7 @@ from tasks.registry import Task
 
 MIN_LATER_EVALUATIONS = 5
 DEFAULT_EVAL_EVERY = 200
+BUDGET_EVALUATIONS = 3  # an arm's return at its budget: the mean of its last this many evaluations
 
 
 def grid(budget: int, every: int) -> list[int]:
@@ -110,6 +111,14 @@ def lost_after_reaching(evaluations: list[dict], threshold: float | None) -> boo
     return False
 
 
+def return_at_budget(evaluations: list[dict]) -> float | None:
+    """The mean of the last `BUDGET_EVALUATIONS` evaluations: a run's return at its budget,
+    less at the mercy of one evaluation than the final one alone (None without any)."""
+    if not evaluations:
+        return None
+    return float(np.mean([evaluation["mean_return"] for evaluation in evaluations[-BUDGET_EVALUATIONS:]]))
+
+
 def protocol_summary(evaluations: list[dict], final_mean_return: float, threshold: float | None) -> dict:
     """The protocol's figures of one run, as every arm's summary and run record keep them."""
     return {
@@ -117,5 +126,6 @@ def protocol_summary(evaluations: list[dict], final_mean_return: float, threshol
         "reward_threshold": threshold,
         "steps_to_threshold": steps_to_threshold(evaluations, threshold),
         "lost_after_reaching": lost_after_reaching(evaluations, threshold),
+        "return_at_budget": return_at_budget(evaluations),
         "evaluations": evaluations,
     }

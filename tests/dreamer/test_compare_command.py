@@ -6,18 +6,18 @@ import json
 
 import pytest
 
-from dreamer.comparison import CompareConfig
+from dreamer.comparison import CompareConfig, measure_runs
 from dreamer.report import load_results
 from tasks.registry import get_task
 from tasks.traces import read_traces, write_traces
 
 
-def test_a_real_arm_with_less_than_ten_times_the_dream_budget_is_refused(cli, tmp_path):
-    code, out, err = cli("compare", "--task", "pendulum", "--dream-steps", 1000, "--real-steps", 5000,
+def test_a_real_arm_with_less_than_five_times_the_dream_budget_is_refused(cli, tmp_path):
+    code, out, err = cli("compare", "--task", "pendulum", "--dream-steps", 1000, "--real-steps", 4999,
                          "--out", tmp_path / "report")
 
     assert code == 2 and out == ""
-    assert len(err.splitlines()) == 1 and "--real-steps" in err and "10x" in err
+    assert len(err.splitlines()) == 1 and "--real-steps" in err and "5x" in err
     assert not (tmp_path / "report").exists()
 
 
@@ -32,10 +32,30 @@ def test_a_heldout_file_of_another_task_is_refused_before_anything_runs(cli, tmp
     assert not (tmp_path / "report").exists()
 
 
-def test_the_default_real_budget_is_at_least_ten_times_the_dream_budget():
+def test_the_default_real_budget_is_at_least_five_times_the_dream_budget():
     assert CompareConfig(task="pendulum").real_budget == 20000
-    assert CompareConfig(task="pendulum", dream_steps=3000).real_budget == 30000
-    assert CompareConfig(task="hopper").real_budget == 10 * CompareConfig(task="hopper").dream_budget
+    assert CompareConfig(task="pendulum", dream_steps=5000).real_budget == 25000
+    assert CompareConfig(task="hopper").real_budget == 5 * CompareConfig(task="hopper").dream_budget
+
+
+def test_runs_are_measured_under_the_comparisons_threshold_and_at_their_budget():
+    evaluations = [{"real_steps": 100 * k, "mean_return": value}
+                   for k, value in enumerate([0, 20, 60, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150])]
+    runs = [{"evaluations": evaluations, "final_mean_return": 150.0, "steps_to_threshold": None}]
+    arm = {"runs": runs}
+
+    measure_runs(arm, 50.0)
+    assert runs[0]["steps_to_threshold"] == 200 and not runs[0]["lost_after_reaching"]
+    assert runs[0]["return_at_budget"] == pytest.approx(140.0)  # the last 3 evaluations: 130, 140, 150
+    measure_runs(arm, 65.0)
+    assert runs[0]["steps_to_threshold"] == 400
+    measure_runs(arm, 1000.0)
+    assert runs[0]["steps_to_threshold"] is None
+
+    fixed = {"fixed_traces": True, "runs": [{"evaluations": evaluations[:2], "final_mean_return": 75.0,
+                                             "steps_to_threshold": None}]}
+    measure_runs(fixed, 50.0)
+    assert fixed["runs"][0]["return_at_budget"] == 75.0 and fixed["runs"][0]["steps_to_threshold"] is None
 
 
 @pytest.mark.slow
@@ -75,6 +95,10 @@ def test_compare_writes_a_reproducible_report_and_reuses_finished_runs(cli, tmp_
     assert [e["real_steps"] for e in real["runs"][0]["evaluations"]] == [0, 1024, 2048]
     assert [e["real_steps"] for e in dream["runs"][0]["evaluations"]] == [0]
     assert real["summary"]["steps_to_threshold"]["per_seed"] == [run["steps_to_threshold"] for run in real["runs"]]
+    last_three = [e["mean_return"] for e in real["runs"][0]["evaluations"][-3:]]
+    assert real["runs"][0]["return_at_budget"] == pytest.approx(sum(last_three) / 3)
+    assert offline["runs"][0]["return_at_budget"] == offline["runs"][0]["final_mean_return"]
+    assert real["summary"]["return_at_budget"]["per_seed"] == [run["return_at_budget"] for run in real["runs"]]
     assert len(results["heldout"]["episodes"]) == 3
     assert all(e["dream_return"] is not None for e in results["heldout"]["episodes"])
     assert results["fidelity"]["horizons"][:3] == [1, 2, 3]

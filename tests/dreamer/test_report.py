@@ -128,7 +128,8 @@ def test_the_report_renders_from_the_saved_results_file(results_file, tmp_path):
     dream = table_row(report, "dream-trained (online loop)")
     assert dream[:4] == ["dream-trained (online loop)", "dreamer run", "0, 1, 2", "1,000"]
     assert dream[4].startswith("600 [") and dream[4].endswith("] (600, 800, 400)")  # three seeds: the IQM is the mean
-    assert dream[5].startswith("-150.0 [") and dream[6] == "2.2 min"
+    # Written before runs kept their return at budget: that column says it has none.
+    assert dream[5].startswith("-150.0 [") and dream[6] == "-" and dream[7] == "2.2 min"
     real = table_row(report, "real-trained (SAC)")
     assert real[3] == "20,000" and real[4].startswith("5,333 [") and real[4].endswith("(4,000, 5,000, 7,000)")
     assert table_row(report, "dream-trained (offline traces)")[4] == "n/a (one policy, after the whole file)"
@@ -152,6 +153,18 @@ def test_the_report_renders_from_the_saved_results_file(results_file, tmp_path):
         assert width >= 600 and height >= 500
         assert (tmp_path / "report" / plot).stat().st_size > 20_000
     assert not list((tmp_path / "report").glob("*.partial"))
+
+
+def test_the_report_shows_each_arms_return_at_its_budget_with_every_seed(results_file, tmp_path):
+    results = load_results(results_file)
+    for arm in results["arms"]:
+        for number, run in enumerate(arm["runs"]):
+            run["return_at_budget"] = -100.0 - 10 * number
+
+    report = render_report(results, tmp_path / "report").read_text()
+
+    assert "return at budget, last 3 evaluations" in report
+    assert table_row(report, "dream-trained (online loop)")[6] == "-110.0 (-100.0, -110.0, -120.0)"
 
 
 def test_an_iqm_needs_three_quarters_of_the_runs_to_hold_the_threshold():
