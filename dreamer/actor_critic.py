@@ -38,7 +38,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from dreamer.imagination import imagine
 from dreamer.start_states import StartStates, filtered_starts
 from dreamer.dream_losses import critic_loss, halt, pathwise_objective, policy_log_probs, score_function_objective
-from dreamer.returns import lambda_returns, normalise_by_scale, trajectory_weights, update_return_scale
+from dreamer.returns import (debiased_scale, lambda_returns, normalise_by_scale, trajectory_weights,
+                             update_return_scale)
+from dreamer.twohot_critic import TwohotCritic
 from policies.distributions import categorical_entropy
 from policies.networks import Actor, Critic, NetworkConfig
 from tasks.config import config, option
@@ -69,6 +71,13 @@ class DreamConfig:
         halt_reward: the reward of every step from the halting one on (None: set from the
             data, `dreamer.dream_losses.lowest_halt_reward`, by whoever turns halting on).
         updates_per_call: updates fused into one jitted call.
+        value_head: ``squared_error`` regresses raw returns with one output;
+            ``twohot`` predicts a categorical over symlog bins (DreamerV3,
+            `dreamer.twohot_critic`), whose gradients do not grow with the returns' scale.
+        return_scale_start: the running 5-95 percentile range that returns are divided by
+            starts at ``zero`` and grows (so the first updates are barely normalised), or
+            is ``debiased`` as Adam debiases its moments (`dreamer.returns.debiased_scale`),
+            right from the first update.
         network: actor and critic sizes.
     """
 
@@ -87,6 +96,8 @@ class DreamConfig:
     halt_threshold: float = option(0.0, min=0)
     halt_reward: float | None = None
     updates_per_call: int = option(100, min=1)
+    value_head: Literal["squared_error", "twohot"] = "squared_error"
+    return_scale_start: Literal["zero", "debiased"] = "zero"
     network: NetworkConfig = option(NetworkConfig())
 
     def __post_init__(self):
@@ -121,9 +132,10 @@ def dream_mesh(devices: int | None, config: DreamConfig) -> Mesh:
     return mesh
 
 
-def make_networks(feature_size: int, action_space, config: DreamConfig, seed: int) -> tuple[Actor, Critic]:
+def make_networks(feature_size: int, action_space, config: DreamConfig, seed: int) -> tuple[Actor, Critic | TwohotCritic]:
     rngs = nnx.Rngs(seed)
-    return Actor(feature_size, action_space, config.network, rngs), Critic(feature_size, config.network, rngs)
+    critic_class = TwohotCritic if config.value_head == "twohot" else Critic
+    return Actor(feature_size, action_space, config.network, rngs), critic_class(feature_size, config.network, rngs)
 
 
 def make_dream_trainer(world_model_graph, actor: Actor, critic: Critic, config: DreamConfig, context: int = 0,
@@ -243,10 +255,11 @@ def _dream_calls(world_model_graph, actor: Actor, critic: Critic, config: DreamC
         # Steps that start in HALT teach nothing: the policy does not act there.
         weights = jax.lax.stop_gradient(trajectory_weights(continues, config.gamma) * halted.active)
         return_scale = update_return_scale(state.return_scale, jax.lax.stop_gradient(returns))
+        scale = debiased_scale(return_scale, state.updates + 1) if config.return_scale_start == "debiased" else return_scale
         if use_dynamics_gradient:
-            objective = pathwise_objective(returns, return_scale)
+            objective = pathwise_objective(returns, scale)
         else:
-            advantage = normalise_by_scale(returns - values[:-1], return_scale)
+            advantage = normalise_by_scale(returns - values[:-1], scale)
             log_probs = policy_log_probs(actor_module, dream.features[:-1], dream.actions)
             objective = score_function_objective(log_probs, advantage)
         # The entropy bonus uses the sample's own (reparameterised) log-density: its
@@ -262,6 +275,8 @@ def _dream_calls(world_model_graph, actor: Actor, critic: Critic, config: DreamC
 
     def critic_objective(critic_params, critic_rest, features, returns, weights):
         critic_module = nnx.merge(critic_graph, critic_params, critic_rest)
+        if isinstance(critic_module, TwohotCritic):
+            return critic_module.loss(features[:-1], returns, weights)
         return critic_loss(critic_module(features[:-1]), returns, weights)
 
     def update(carry, key):

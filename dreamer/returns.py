@@ -51,9 +51,19 @@ def percentile_range(returns: jax.Array, low: float = 5.0, high: float = 95.0) -
     return jnp.percentile(returns, high) - jnp.percentile(returns, low)
 
 
-def update_return_scale(scale: jax.Array, returns: jax.Array, decay: float = 0.99) -> jax.Array:
+RETURN_SCALE_DECAY = 0.99
+
+
+def update_return_scale(scale: jax.Array, returns: jax.Array, decay: float = RETURN_SCALE_DECAY) -> jax.Array:
     """Running estimate of the returns' 5-95 percentile range (DreamerV3's return norm)."""
     return decay * scale + (1.0 - decay) * percentile_range(returns)
+
+
+def debiased_scale(scale: jax.Array, updates: jax.Array, decay: float = RETURN_SCALE_DECAY) -> jax.Array:
+    """The running range after ``updates`` updates from zero, divided by ``1 - decay**updates``
+    as Adam debiases its moments: the first update already sees the first batch's range,
+    instead of a hundredth of it."""
+    return scale / (1.0 - decay ** jnp.maximum(updates, 1).astype(jnp.float32))
 
 
 def normalise_by_scale(values: jax.Array, scale: jax.Array) -> jax.Array:

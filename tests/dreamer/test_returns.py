@@ -1,7 +1,9 @@
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from dreamer.returns import lambda_returns, normalise_by_scale, percentile_range, trajectory_weights
+from dreamer.returns import (debiased_scale, lambda_returns, normalise_by_scale, percentile_range, trajectory_weights,
+                             update_return_scale)
 
 
 def test_lambda_returns_match_a_hand_computed_case():
@@ -42,3 +44,16 @@ def test_return_scale_never_amplifies_small_returns():
     np.testing.assert_allclose(percentile_range(returns), 90.0, rtol=1e-5)
     np.testing.assert_allclose(normalise_by_scale(jnp.array(3.0), jnp.array(0.2)), 3.0)
     np.testing.assert_allclose(normalise_by_scale(jnp.array(3.0), jnp.array(30.0)), 0.1)
+
+
+def test_the_debiased_return_scale_is_the_batch_range_from_the_first_update():
+    returns = jnp.linspace(-500.0, 500.0, 101)
+    first = update_return_scale(jnp.zeros(()), returns)
+    assert float(first) == pytest.approx(0.01 * float(percentile_range(returns)))  # the raw running range
+    assert float(debiased_scale(first, jnp.asarray(1))) == pytest.approx(float(percentile_range(returns)), rel=1e-5)
+    scale = jnp.zeros(())
+    for _ in range(50):
+        scale = update_return_scale(scale, returns)
+    assert float(debiased_scale(scale, jnp.asarray(50))) == pytest.approx(float(percentile_range(returns)), rel=1e-4)
+    steady = jnp.asarray(float(percentile_range(returns)))
+    assert float(debiased_scale(steady, jnp.asarray(10_000))) == pytest.approx(float(steady), rel=1e-6)
