@@ -215,6 +215,6 @@ def environment_mesh(devices: int | None, num_envs: int) -> Mesh:
     """
     if devices is None:
         devices = max(count for count in range(1, len(jax.local_devices()) + 1) if num_envs % count == 0)
-    elif isinstance(devices, bool) or not isinstance(devices, numbers.Integral) or num_envs % devices:
+    elif isinstance(devices, bool) or not isinstance(devices, numbers.Integral) or devices < 1 or num_envs % devices:
         raise ValueError(f"{num_envs} environments cannot be split evenly over {devices!r} devices")
     return data_mesh(int(devices))
