@@ -15,7 +15,7 @@ from tasks.registry import get_task
 from tasks.sampler import sequence_data
 from tasks.splits import SplitFractions, fitting_episodes, split_indices
 from tasks.trace_index import open_index
-from tasks.traces import read_traces, write_traces
+from tasks.traces import append_traces, read_traces, write_traces
 from worldmodel.ensemble import EnsembleConfig, EnsembleModel
 from worldmodel.fit import FitConfig, fit_world_model
 from worldmodel.sharding import data_mesh
@@ -54,6 +54,18 @@ def test_the_index_agrees_with_reading_the_file_whole(cartpole_traces):
     stream = TraceStream.from_split(index, 0, SplitFractions(), block_steps=100)
     train, validation = fitting_episodes(whole, 0)
     assert stream.train_steps == train.num_steps and len(stream.validation) == validation.num_episodes
+
+
+@pytest.mark.parametrize("data_format", ["hdf5", "arrow"])
+@pytest.mark.parametrize("task_name", ["pendulum", "cartpole"])
+def test_stored_content_ids_are_those_of_the_episodes_as_read_back(tmp_path, record_random, task_name, data_format):
+    episodes = record_random(task_name, 3)
+    path = tmp_path / "traces"
+    write_traces(path, episodes, get_task(task_name), data_format=data_format)
+    append_traces(path, episodes.select([0]))  # the same episode again: the same id
+    ids = open_index(path).content_ids
+    assert ids == tuple(read_traces(path).episodes.content_ids())
+    assert ids[3] == ids[0] and len(set(ids[:3])) == 3
 
 
 def test_episodes_without_a_stored_id_are_hashed_once_with_a_notice(tmp_path, cartpole_episodes, capsys):
