@@ -281,8 +281,8 @@ class TrainingSummary:
         gram = moments = ends_gram = ends_moments = 0.0
         for block in blocks:
             frames = holds_frames(block)
-            flat = block.observations.reshape(len(block.observations), -1).astype(np.float64)
-            if not frames:
+            if not frames:  # frames are scored in pixel units: no spread, no linear fit
+                flat = block.observations.reshape(len(block.observations), -1).astype(np.float64)
                 block_mean = flat.mean(axis=0)
                 delta, total = block_mean - mean, count + len(flat)
                 squares = squares + ((flat - block_mean) ** 2).sum(axis=0) + delta**2 * count * len(flat) / total

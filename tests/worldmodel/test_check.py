@@ -19,6 +19,7 @@ from worldmodel.saving import load
 from worldmodel.dream_beside_real import dream_of_episode
 from worldmodel.fidelity import (
     Predictions,
+    TrainingSummary,
     fidelity_metrics,
     nothing_changes_predictions,
     observation_scale,
@@ -183,6 +184,30 @@ def test_check_reports_every_predictor_at_every_horizon_and_writes_its_files(cap
     assert {v for v in report["predictors"]["nothing_changes"]["termination_accuracy"] if v is not None} == {0.5}
     assert json.loads((run / "fidelity.json").read_text()) == report
     assert (run / "fidelity.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_a_training_summary_of_blocks_is_the_summary_of_them_whole(cartpole_episodes):
+    encode = lambda actions: np.eye(2)[np.asarray(actions)]  # noqa: E731
+    blocks = [cartpole_episodes.select(range(start, min(start + 7, cartpole_episodes.num_episodes)))
+              for start in range(0, cartpole_episodes.num_episodes, 7)]
+    whole, summed = TrainingSummary.of(cartpole_episodes, encode), TrainingSummary.of_blocks(blocks, encode)
+
+    np.testing.assert_allclose(summed.scale, whole.scale, rtol=1e-9)
+    assert summed.reward_mean == pytest.approx(whole.reward_mean, rel=1e-6)
+    assert summed.terminates == whole.terminates and not summed.frames
+    np.testing.assert_allclose(summed.linear.dynamics, whole.linear.dynamics, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(summed.linear.ending, whole.linear.ending, rtol=1e-6, atol=1e-9)
+
+
+def test_a_training_summary_of_frames_keeps_pixel_units_and_no_linear_predictor():
+    frames = Episodes.from_list([Episode(observations=np.full((5, 8, 8, 3), 7 * i, np.uint8),
+                                         actions=np.zeros((4, 1), np.float32), rewards=np.full(4, float(i), np.float32),
+                                         terminations=np.zeros(4, bool), truncations=np.eye(4, dtype=bool)[-1])
+                                 for i in range(3)])
+    summary = TrainingSummary.of_blocks([frames.select([0, 1]), frames.select([2])], lambda a: np.asarray(a))
+
+    assert summary.frames and summary.linear is None and float(summary.scale) == 255.0
+    assert summary.reward_mean == pytest.approx(1.0) and not summary.terminates
 
 
 def test_a_check_reading_its_traces_in_blocks_measures_what_one_reading_them_whole_does(
