@@ -111,20 +111,33 @@ def open_index(location: str | os.PathLike, task: Task | None = None) -> TraceIn
     if unknown:
         print(f"{shown}: {len(unknown)} of {total} episodes carry no content id in their metadata; reading them "
               "once to hash them", file=sys.stderr)
-        for part in _parts(unknown, [lengths[i] or 0 for i in unknown]):
+        # An episode whose length is unknown too is taken for a 64th of a part.
+        assumed = np.array([HASH_CHUNK_STEPS // 64 if length is None else length for length in lengths])
+        for part in cut_into_blocks(np.asarray(unknown), assumed, HASH_CHUNK_STEPS):
             for index, episode in zip(part, read_episodes(storage, part, shown)):
                 ids[index], lengths[index] = content_id(episode), len(episode)
     return TraceIndex(storage=storage, shown=shown, task=task or recorded_task(storage.metadata),
                       lengths=np.asarray(lengths, dtype=np.int64), content_ids=tuple(ids))
 
 
-def _parts(indices: list[int], lengths: list[int]) -> list[list[int]]:
-    """``indices`` cut into runs of at most `HASH_CHUNK_STEPS` steps (lengths 0 where unknown: at most 64 each)."""
-    parts, part, steps = [], [], 0
-    for index, length in zip(indices, lengths):
-        if part and (steps + length > HASH_CHUNK_STEPS or len(part) >= 64):
-            parts.append(part)
-            part, steps = [], 0
-        part.append(index)
+def cut_into_blocks(order: np.ndarray, lengths: np.ndarray, block_steps: int,
+                    min_episodes: int = 1) -> list[np.ndarray]:
+    """``order``'s episodes cut into consecutive runs of at most ``block_steps`` steps.
+
+    A run holds at least ``min_episodes`` episodes (one per episode shard) even if they
+    pass ``block_steps`` (`worldmodel.streaming.block_capacity` bounds every run).
+    Trailing episodes too few for a run of their own join the last one.
+    """
+    blocks, current, steps = [], [], 0
+    for episode in order:
+        length = int(lengths[episode])
+        if len(current) >= min_episodes and steps + length > block_steps:
+            blocks.append(current)
+            current, steps = [], 0
+        current.append(int(episode))
         steps += length
-    return parts + [part] if part else parts
+    if current and len(current) < min_episodes and blocks:
+        blocks[-1].extend(current)
+    elif current:
+        blocks.append(current)
+    return [np.asarray(block, dtype=np.int64) for block in blocks]

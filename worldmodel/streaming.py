@@ -30,7 +30,7 @@ from tasks.episodes import Episodes
 from tasks.errors import InputError
 from tasks.sampler import SequenceBatch, SequenceData, window_batch
 from tasks.splits import SplitFractions
-from tasks.trace_index import TraceIndex
+from tasks.trace_index import TraceIndex, cut_into_blocks
 from worldmodel.sharding import replicate, sharded_sequence_data
 
 # Validation steps read and evaluated at once: a model's activations on them (an
@@ -92,31 +92,9 @@ def read_in_blocks(index: TraceIndex, episodes: np.ndarray, block_steps: int) ->
         reader.close()
 
 
-def cut_into_blocks(order: np.ndarray, lengths: np.ndarray, block_steps: int, min_episodes: int = 1) -> list[np.ndarray]:
-    """``order``'s episodes cut into consecutive runs of at most ``block_steps`` steps.
-
-    A run holds at least ``min_episodes`` episodes (one per episode shard) even if they
-    pass ``block_steps``; so no run is longer than ``max(block_steps, min_episodes *
-    longest)`` (`block_capacity`). Trailing episodes too few for a run of their own join
-    the last one.
-    """
-    blocks, current, steps = [], [], 0
-    for episode in order:
-        length = int(lengths[episode])
-        if len(current) >= min_episodes and steps + length > block_steps:
-            blocks.append(current)
-            current, steps = [], 0
-        current.append(int(episode))
-        steps += length
-    if current and len(current) < min_episodes and blocks:
-        blocks[-1].extend(current)
-    elif current:
-        blocks.append(current)
-    return [np.asarray(block, dtype=np.int64) for block in blocks]
-
-
 def block_capacity(lengths: np.ndarray, block_steps: int, min_episodes: int = 1) -> tuple[int, int]:
-    """Steps and episodes that hold any block `cut_into_blocks` makes from these episodes."""
+    """Steps and episodes that hold any block `tasks.trace_index.cut_into_blocks` makes
+    from these episodes."""
     longest = int(lengths.max())
     # Joining the last run adds fewer than `min_episodes` episodes to a full one.
     steps = max(block_steps, min_episodes * longest) + (min_episodes - 1) * longest
@@ -163,7 +141,8 @@ class StreamedFitData:
         if len(stream.train) < shards:
             raise InputError(index.shown, f"its training split has {len(stream.train)} episodes, too few for "
                                           f"{shards} episode shards (one per process; record more episodes)")
-        self.stream, self.sequence_length, self.shards, self.mesh, self.seed = stream, sequence_length, shards, mesh, seed
+        self.stream, self.sequence_length, self.shards, self.mesh = stream, sequence_length, shards, mesh
+        self.seed = seed
         train_lengths = index.lengths[stream.train]
         self._capacity = block_capacity(train_lengths, stream.block_steps, shards)
         # Validation is read in blocks of one part's size: a few episodes per read cost the

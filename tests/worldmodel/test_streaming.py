@@ -14,12 +14,12 @@ from flax import nnx
 from tasks.registry import get_task
 from tasks.sampler import sequence_data
 from tasks.splits import SplitFractions, fitting_episodes, split_indices
-from tasks.trace_index import open_index
+from tasks.trace_index import cut_into_blocks, open_index
 from tasks.traces import append_traces, read_traces, write_traces
 from worldmodel.ensemble import EnsembleConfig, EnsembleModel
 from worldmodel.fit import FitConfig, fit_world_model
 from worldmodel.sharding import data_mesh
-from worldmodel.streaming import StreamedFitData, TraceStream, block_capacity, cut_into_blocks
+from worldmodel.streaming import StreamedFitData, TraceStream, block_capacity
 
 # A size no other test fits, so this file sees its own compilations.
 TINY = EnsembleConfig(members=3, elites=2, hidden_size=24, hidden_layers=2, termination_hidden=16)
