@@ -26,7 +26,8 @@ from dreamer.actor_critic import DreamConfig, dream_mesh
 from dreamer.dreaming import PolicyInDreams
 from dreamer.rounds import learn_round, learner_checkpoint, restore_learner, with_halt_reward
 from policies.filtering import acting_policy
-from policies.protocol import DEFAULT_EVAL_EVERY, on_grid, protocol_summary, random_policy_return
+from policies.protocol import (DEFAULT_EVAL_EVERY, EVAL_EVERY_HELP, grid_presets, on_grid, protocol_summary,
+                               random_policy_return)
 from policies.saving import save_policy
 from tasks.config import config, option
 from tasks.recording import (
@@ -59,6 +60,14 @@ MODEL_PRESETS = {
              "dream": {"gamma": 0.997, "entropy": 1e-3}},
 }
 
+# Defaults for locomotion (Hopper, HalfCheetah), where returns run to thousands and a
+# 50,000-step run must fit in two hours on 2 CPU cores: rounds of 1,000 real steps with
+# 3,000 dream updates each (3 per real step, against 5 on the classic tasks), a critic
+# over symlog bins and a return scale debiased from the first update.
+LOCOMOTION = {"steps_per_round": 1000, "dream_updates": 3000,
+              "dream": {"value_head": "twohot", "return_scale_start": "debiased"}}
+TASK_PRESETS = {task: {**grid, **LOCOMOTION} for task, grid in grid_presets().items()}
+
 
 @config
 class RunConfig:
@@ -69,17 +78,19 @@ class RunConfig:
     random_steps: int | None = option(None, min=1, help="the first round acts randomly for at least this many steps "
                                                  "(default: 400 for pendulum, 200 otherwise)")
     steps_per_round: int = option(200, min=1, help="each later round deploys the policy for at least this many steps "
-                                                   "(--model rssm: 500)")
+                                                   "(--model rssm: 500; hopper, halfcheetah: 1000)")
     eval_episodes: int = option(10, min=1, help="deterministic evaluation episodes on fresh seeds after each round")
-    eval_every: int = option(DEFAULT_EVAL_EVERY, min=1, help="the evaluation grid's spacing in real steps")
+    eval_every: int = option(DEFAULT_EVAL_EVERY, min=1, help=EVAL_EVERY_HELP)
     explore: str = option("sample", help="how the deployed policy explores: 'sample' from the actor, or 'noisy:SIGMA'")
     model: Literal["ensemble", "rssm"] = option("ensemble", help="world model kind: an ensemble of one-step MLPs, "
                                                                  "or a recurrent latent model")
     ensemble: EnsembleConfig = option(EnsembleConfig(hidden_size=128, hidden_layers=3), help="world model settings")
     rssm: RSSMConfig = option(RSSMConfig(), help="recurrent latent model settings (--model rssm)")
     fit: FitConfig = option(FitConfig(max_updates=1000, updates_per_call=250, patience=2), help="refit per round")
-    dream: DreamConfig = option(DreamConfig(), help="policy training in dreams")
-    dream_updates: int = option(1000, min=1, help="actor-critic updates per round (--model rssm: 2000)")
+    dream: DreamConfig = option(DreamConfig(), help="policy training in dreams (hopper, halfcheetah: twohot value "
+                                                    "head, debiased return scale)")
+    dream_updates: int = option(1000, min=1, help="actor-critic updates per round (--model rssm: 2000; "
+                                                  "hopper, halfcheetah: 3000)")
     validation_fraction: float = option(0.0, min=0, max=1, help="share of episodes kept for early stopping of the refit")
     heldout_fraction: float = option(0.0, min=0, max=1, help="share of episodes kept out of all learning")
     split_seed: int = option(0, help="seed of the episode-content hash that assigns splits")
@@ -87,8 +98,9 @@ class RunConfig:
     devices: int | None = option(None, min=1, help=DEVICES_HELP)
     seed: int = option(0, help="seed of everything random in the run")
 
-    # Defaults that --model changes (`dreamer.config.with_presets`).
-    presets = {"model": MODEL_PRESETS}
+    # Defaults that --model and --task change (`dreamer.config.with_presets`); a task's
+    # presets lie over a model's.
+    presets = {"model": MODEL_PRESETS, "task": TASK_PRESETS}
 
     def __post_init__(self):
         if self.explore != "sample":

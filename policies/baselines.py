@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 from policies.ppo import PPO, PPOConfig
-from policies.protocol import DEFAULT_EVAL_EVERY, protocol_summary
+from policies.protocol import DEFAULT_EVAL_EVERY, EVAL_EVERY_HELP, grid_presets, protocol_summary
 from policies.real_training import train_on_real, train_seeds_on_real
 from policies.sac import SAC, SACConfig
 from policies.saving import save_policy
@@ -39,6 +39,11 @@ from tasks.run_directory import RunDirectory
 
 Algorithm = Literal["ppo", "sac", "sb3:SAC", "sb3:PPO", "sbx:SAC"]
 
+# SAC on locomotion as RL-Zoo trains it (Hopper, HalfCheetah): a step size of 3e-4 and
+# 10,000 random steps before the first update; our defaults were chosen on Pendulum.
+LOCOMOTION_SAC = {"learning_rate": 3e-4, "learning_starts": 10000}
+TASK_PRESETS = {task: {**grid, "sac": LOCOMOTION_SAC} for task, grid in grid_presets().items()}
+
 
 @config
 class TrainRealConfig:
@@ -50,11 +55,15 @@ class TrainRealConfig:
     algo: Algorithm | None = option(None, help="ppo or sac (default: sac for continuous actions, ppo for discrete); "
                                                "sb3:SAC, sb3:PPO or sbx:SAC with the [baselines] extra")
     steps: int = option(20000, min=1, help="real environment steps to train for (rounded up to whole rollouts)")
-    eval_every: int = option(DEFAULT_EVAL_EVERY, min=1, help="the evaluation grid's spacing in real steps")
+    eval_every: int = option(DEFAULT_EVAL_EVERY, min=1, help=EVAL_EVERY_HELP)
     eval_episodes: int = option(10, min=1, help="deterministic evaluation episodes on fresh seeds")
-    sac: SACConfig = option(SACConfig(), help="SAC settings")
+    sac: SACConfig = option(SACConfig(), help="SAC settings (hopper, halfcheetah: learning rate 3e-4, "
+                                              "10000 learning starts)")
     ppo: PPOConfig = option(PPOConfig(), help="PPO settings")
     seed: int = option(0, help="seed of the weights, the exploration and the reset seeds")
+
+    # Defaults that --task changes (`dreamer.config.with_presets`).
+    presets = {"task": TASK_PRESETS}
 
 
 def default_algorithm(task) -> str:

@@ -221,3 +221,35 @@ def test_a_models_presets_lie_between_the_defaults_and_yaml_and_flags(tmp_path):
     from_yaml = built("model: rssm\nfit:\n  max_updates: 80\ndream:\n", {"dream.gamma": "0.9"})
     assert (from_yaml.steps_per_round, from_yaml.fit.max_updates, from_yaml.dream.gamma) == (500, 80, 0.9)
     assert from_yaml.dream.entropy == 1e-3  # an empty section in YAML keeps the preset's
+
+
+def test_a_tasks_presets_give_locomotion_its_defaults_on_every_command_that_learns_on_it(tmp_path):
+    from dreamer.comparison import _real_run_config
+    from dreamer.config import build_config, with_presets
+    from policies.baselines import TrainRealConfig
+    from policies.sac import SACConfig
+
+    def built(config_cls, values: dict, flags: dict | None = None):
+        return build_config(config_cls, with_presets(config_cls, values, flags or {}), flags or {}, "test")
+
+    hopper = built(RunConfig, {"task": "hopper", "out": "r"})
+    assert (hopper.steps_per_round, hopper.dream_updates, hopper.eval_every) == (1000, 3000, 1000)
+    assert (hopper.dream.value_head, hopper.dream.return_scale_start) == ("twohot", "debiased")
+    pendulum = built(RunConfig, {"task": "pendulum", "out": "r"})
+    assert hopper.dream.horizon == pendulum.dream.horizon  # what the preset leaves alone
+    assert (pendulum.steps_per_round, pendulum.dream_updates, pendulum.eval_every) == (200, 1000, 200)
+    assert pendulum.dream.value_head != "twohot"
+    flagged = built(RunConfig, {"task": "halfcheetah", "out": "r"}, {"eval_every": "500", "dream.value_head": "squared_error"})
+    assert (flagged.eval_every, flagged.dream.value_head, flagged.steps_per_round) == (500, "squared_error", 1000)
+    rssm_hopper = built(RunConfig, {"task": "hopper", "out": "r", "model": "rssm"})
+    assert (rssm_hopper.steps_per_round, rssm_hopper.fit.max_updates) == (1000, 500)  # the task's over the model's
+
+    # compare measures both arms on the task's grid, and its real arm trains as train-real does.
+    comparison = built(CompareConfig, {"task": "hopper"})
+    assert (comparison.eval_every, comparison.dream_budget, comparison.real_budget) == (1000, 50000, 250000)
+    real = _real_run_config(comparison, "sac", 100, tmp_path)
+    assert real == built(TrainRealConfig, {"task": "hopper", "out": str(tmp_path), "algo": "sac", "steps": 250000,
+                                           "seed": 100})
+    assert (real.eval_every, real.sac.learning_rate, real.sac.learning_starts) == (1000, 3e-4, 10000)
+    classic = _real_run_config(built(CompareConfig, {"task": "pendulum"}), "sac", 0, tmp_path)
+    assert (classic.eval_every, classic.sac) == (200, SACConfig())
