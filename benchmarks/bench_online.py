@@ -2,11 +2,13 @@
 
     python benchmarks/bench_online.py --task pendulum --real-steps 1000 --seeds 0 1 2
     python benchmarks/bench_online.py --task cartpole --real-steps 1500 --seeds 0 1 2
+    python benchmarks/bench_online.py --task hopper --real-steps 50000 --seeds 0 1 2
 
 Runs ``dreamer run`` once per seed (one after another, so wall times are comparable) and
 prints one JSON object: per seed the final mean return over 10 fresh reset seeds, the
-real steps from which the task's threshold was held, and the wall time, compilation
-included; then the median and range over seeds.
+return at the budget (the mean of the last 3 evaluations), the real steps from which the
+task's threshold was held, and the wall time, compilation included; then the median and
+range over seeds.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def run_seed(task: str, real_steps: int, seed: int, out: Path, extra: list[str])
     return {
         "seed": seed,
         "final_mean_return": summary["final_mean_return"],
+        "return_at_budget": summary["return_at_budget"],
         "steps_to_threshold": summary["steps_to_threshold"],
         "real_steps": summary["real_steps"],
         "eval_steps": summary["eval_steps"],
@@ -61,6 +64,7 @@ def main() -> None:
         "real_steps": args.real_steps,
         "runs": runs,
         "final_mean_return": spread([r["final_mean_return"] for r in runs]),
+        "return_at_budget": spread([r["return_at_budget"] for r in runs]),
         "steps_to_threshold": spread([r["steps_to_threshold"] for r in runs]),
         "wall_seconds": spread([r["wall_seconds"] for r in runs]),
     }, indent=2))
